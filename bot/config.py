@@ -23,6 +23,9 @@ DEFAULT_MESSAGES: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "cancelled": ("OK, I've stopped that. What else can I do for you?",),
     "help": ("I can answer questions and help with a few tasks. Say 'cancel' at any time to stop.",),
     "handoff": ("I'm passing you to a colleague.",),
+    "gave_up": ("Sorry, I still couldn't use that answer, so let's leave it there. What else can I do for you?",),
+    "resumed": ("No problem. What else can I do for you?",),
+    "corrected": ("Got it, I've changed that.",),
 })
 
 
@@ -75,7 +78,7 @@ class IntentsConfig:
     router: RouterSettings
     entities: Mapping[str, EntityDef]
     intents: Mapping[str, IntentDef]  # includes out_of_scope when given (the negative class)
-    messages: Mapping[str, tuple[str, ...]] = DEFAULT_MESSAGES
+    messages: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: DEFAULT_MESSAGES)
 
     def digest(self) -> str:
         """Stable hash of everything the router's model depends on."""
@@ -188,8 +191,8 @@ class Config:
         return self.intents.messages.get(key) or DEFAULT_MESSAGES[key]
 
 
-def load_config(root: str | Path, actions: Any = None) -> Config:
+def load_config(root: str | Path, actions: Any = None, *, discover_actions: bool = True) -> Config:
     """Load and check a bot directory; raises ConfigErrors listing every mistake found."""
     from .loader import load  # the loader needs these dataclasses; keep the import one-way
 
-    return load(Path(root), actions)
+    return load(Path(root), actions, discover_actions=discover_actions)
