@@ -1,0 +1,10 @@
+"""hybridbot: website chatbots that mix YAML rules with an LLM fallback."""
+from __future__ import annotations
+
+from .actions import ActionRegistry, Context, Reply, action
+from .app import Bot, Turn
+from .errors import ActionError, BotError, ConfigError, ConfigErrors, LLMError, StoreError
+
+__all__ = ["Bot", "Turn", "action", "ActionRegistry", "Context", "Reply", "BotError", "ConfigError",
+           "ConfigErrors", "ActionError", "LLMError", "StoreError"]
+__version__ = "0.1.0"

@@ -1,0 +1,4 @@
+"""``python -m bot`` runs the hybridbot command line."""
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,175 @@
+"""Bot: loads a bot directory and answers messages, wiring router, engine, actions, LLM and store."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import time
+import unicodedata
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from .actions import ActionRegistry, Context, Reply
+from .config import Config, Source, load_config
+from .errors import ActionError
+from .flows import Engine
+from .turns import TurnRunner
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ACTION_TIMEOUT = 10.0
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]")
+
+
+def clean_text(text: str) -> str:
+    """NFC-normalise, drop control and invisible formatting characters, trim."""
+    return _CONTROL.sub("", unicodedata.normalize("NFC", text)).strip()
+
+
+@dataclass
+class Turn:
+    """The bot's answer to one message."""
+
+    conversation_id: str
+    turn_id: str
+    text_in: str
+    replies: list[dict[str, Any]] = field(default_factory=list)   # [{"text", "buttons"?}]
+    route: dict[str, Any] = field(default_factory=dict)
+    kind: str = "fallback"
+    intent: str | None = None
+    flow: str | None = None
+    slots: dict[str, Any] = field(default_factory=dict)
+    latency_ms: float = 0.0
+    llm: dict[str, Any] | None = None
+    error: str | None = None
+    incomplete: bool = False
+
+    @property
+    def text(self) -> str:
+        return "\n".join(r["text"] for r in self.replies if r.get("text"))
+
+    @property
+    def buttons(self) -> list[str]:
+        return [b["title"] for r in self.replies for b in r.get("buttons", ())]
+
+
+class Bot:
+    """A loaded bot. Thread-safe: conversations are serialised by the store's per-conversation lock.
+
+    Example::
+
+        bot = Bot.from_path(".")
+        turn = bot.handle(None, "how much is the X3?")
+        print(turn.conversation_id, turn.text)
+    """
+
+    def __init__(self, config: Config, actions: ActionRegistry, *, store: Any = None, llm: Any = None,
+                 router: Any = None, action_timeout: float = DEFAULT_ACTION_TIMEOUT,
+                 cache_dir: Path | None = None, env: Mapping[str, str] | None = None) -> None:
+        from .entities import EntityExtractor
+        from .router import Router
+        from .store import MemoryStore
+
+        self.config = config
+        self.actions = actions
+        self.env = os.environ if env is None else env
+        self.store = store if store is not None else MemoryStore()
+        self.router = router if router is not None else Router(config.intents, cache_dir=cache_dir)
+        self.extractor = EntityExtractor(config.intents.entities)
+        self.action_timeout = action_timeout
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="hybridbot-action")
+        self.llm = llm if llm is not None else self._default_llm()
+        self.engine = Engine(config, self.run_action, self.extractor.extract)
+        self.turns = TurnRunner(self)
+
+    @classmethod
+    def from_path(cls, path: str | Path, *, store: Any = None, llm: Any = None,
+                  env: Mapping[str, str] | None = None, **kwargs: Any) -> "Bot":
+        """Load the bot in ``path``; raises ConfigErrors listing every mistake in its files."""
+        from .store import open_store
+
+        env = os.environ if env is None else env
+        root = Path(path).resolve()
+        actions = ActionRegistry()
+        config = load_config(root, actions)
+        if store is None:
+            store = open_store(env.get("BOT_STORE"), root=root)
+        cache = Path(env["BOT_CACHE_DIR"]) if env.get("BOT_CACHE_DIR") else root / "var" / "cache"
+        kwargs.setdefault("cache_dir", cache)
+        return cls(config, actions, store=store, llm=llm, env=env, **kwargs)
+
+    def _default_llm(self) -> Any:
+        settings = self.config.fallback
+        if settings is None:
+            return None
+        from .llm import OpenAIChat
+
+        client = OpenAIChat(settings, env=self.env)
+        if not client.available:
+            log.warning("LLM fallback is off: no OPENAI_API_KEY is set, so unmatched messages get the scripted "
+                        "'unavailable' text of %s. Set OPENAI_API_KEY (and OPENAI_BASE_URL for an "
+                        "OpenAI-compatible server) to enable it.", settings.source.file)
+        return client
+
+    # -- public API -----------------------------------------------------------------------------
+    @staticmethod
+    def new_conversation_id() -> str:
+        """A server-issued, unguessable id (192 random bits)."""
+        return secrets.token_urlsafe(24)
+
+    def handle(self, conversation_id: str | None, text: str, *, user: Mapping[str, Any] | None = None,
+               now: datetime | None = None) -> Turn:
+        """Answer one message and return the whole turn (the streamed events, collected)."""
+        turn = None
+        for name, data in self.stream(conversation_id, text, user=user, now=now):
+            if name == "turn":
+                turn = data
+        assert turn is not None
+        return turn
+
+    def stream(self, conversation_id: str | None, text: str, *, user: Mapping[str, Any] | None = None,
+               now: datetime | None = None) -> Iterator[tuple[str, Any]]:
+        """Answer one message as events: ("meta", {...}), ("delta", {"text", "index"})..., then
+        ("done", {...}) and finally ("turn", Turn). Rule replies arrive as one delta each."""
+        return self.turns.run(conversation_id or self.new_conversation_id(), clean_text(text), user, now)
+
+    def transcript(self, conversation_id: str) -> list[dict] | None:
+        return self.store.transcript(conversation_id)
+
+    def feedback(self, conversation_id: str, turn_id: str, rating: str, comment: str = "") -> bool:
+        return self.store.add_feedback(conversation_id, turn_id, rating, comment)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.store.close()
+
+    # -- handlers ---------------------------------------------------------------------------------
+    def run_action(self, name: str, fields: dict[str, Any], source: Source) -> Reply:
+        """Call a handler with a time limit; every failure becomes an ActionError naming the step."""
+        if name not in self.actions:
+            raise ActionError(name, "no handler with this name is registered", str(source))
+        ctx = Context(**fields, log=logging.getLogger(f"bot.actions.{name}"))
+        started = time.perf_counter()
+        future = self._pool.submit(self.actions.get(name), ctx)
+        try:
+            result = future.result(timeout=self.action_timeout)
+        except FutureTimeout:
+            raise ActionError(name, f"took longer than {self.action_timeout:g} s", str(source)) from None
+        except Exception as exc:
+            log.error("%s: action %r raised %s: %s", source, name, type(exc).__name__, exc,
+                      exc_info=(type(exc), exc, exc.__traceback__))
+            raise ActionError(name, f"raised {type(exc).__name__}", str(source)) from None
+        log.debug("action %r took %.1f ms", name, (time.perf_counter() - started) * 1000)
+        if result is None:
+            return Reply()
+        if isinstance(result, str):
+            return Reply(text=result)
+        if isinstance(result, Reply):
+            return result
+        raise ActionError(name, f"returned {type(result).__name__}; a handler returns str, Reply or None",
+                          str(source))

@@ -1,0 +1,320 @@
+"""The dialogue engine: runs compiled flows over a JSON state, one visitor message at a time."""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Callable, Mapping
+
+from .actions import Reply
+from .config import OUT_OF_SCOPE, Button, Config, SlotDef, Source
+from .program import Program, compile_flow
+from .slotfill import SlotFiller
+from .templates import Templates
+
+log = logging.getLogger(__name__)
+
+MAX_STEPS_PER_TURN = 200
+MAX_STACK = 4
+COMMANDS = {
+    "cancel": {"cancel", "stop", "never mind", "nevermind", "forget it", "quit", "abort"},
+    "restart": {"restart", "start over", "reset", "start again"},
+    "help": {"help", "/help", "help me"},
+}
+YES = {"yes", "y", "yeah", "yep", "yup", "sure", "ok", "okay", "please", "yes please", "continue",
+       "sure thing", "of course", "go on", "let's continue", "lets continue", "resume"}
+# Words that say "change what I told you before" rather than "new question".
+CORRECTION_CUE = re.compile(r"\b(actually|instead|rather|make (?:it|that)|change (?:it|that|the|to)|switch (?:it|to)|"
+                            r"i meant|i mean|not the)\b", re.IGNORECASE)
+NO = {"no", "n", "nope", "nah", "no thanks", "not now", "no thank you", "don't", "dont"}
+
+
+@dataclass(frozen=True)
+class Say:
+    text: str
+    buttons: tuple[Button, ...] = ()
+
+
+@dataclass(frozen=True)
+class CallLLM:
+    """Let the language model answer; ``prompt`` None means the fallback's system prompt."""
+
+    prompt: str | None = None
+    max_tokens: int | None = None
+    source: Source | None = None
+
+
+@dataclass(frozen=True)
+class Handoff:
+    text: str
+
+
+@dataclass
+class Outcome:
+    effects: list[Any] = field(default_factory=list)
+    kind: str = "fallback"
+    intent: str | None = None
+    flow: str | None = None
+    slots: dict[str, Any] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+def normalise_command(text: str) -> str:
+    return re.sub(r"[^\w\s'/]", "", text.lower()).strip()
+
+
+class Engine:
+    """Pure apart from handlers: ``advance(state, ...)`` mutates the JSON state and returns effects."""
+
+    def __init__(self, config: Config, run_action: Callable[..., Reply], extract: Callable[..., list]) -> None:
+        self.config = config
+        self.programs: dict[str, Program] = {fid: compile_flow(f) for fid, f in config.flows.items()}
+        self.templates = Templates()
+        self.run_action = run_action  # (name, ctx_fields: dict, source: Source) -> Reply; raises ActionError
+        self.filler = SlotFiller(extract, run_action)
+
+    # -- entry point ------------------------------------------------------------------------
+    def advance(self, state: dict, text: str, route: Any, *, conversation_id: str = "",
+                user: Mapping[str, Any] | None = None, now: datetime | None = None) -> Outcome:
+        state.setdefault("stack", [])
+        state["n"] = state.get("n", 0) + 1
+        turn = _Turn(self, state, text, route, conversation_id, user, now)
+        turn.process()
+        top = state["stack"][-1] if state["stack"] else None
+        turn.out.flow = top["flow"] if top else None
+        turn.out.slots = dict(top["slots"]) if top else {}
+        return turn.out
+
+
+class _Turn:
+    """The work of one message; split out so the engine itself holds no per-turn state."""
+
+    def __init__(self, engine: Engine, state: dict, text: str, route: Any, cid: str,
+                 user: Mapping[str, Any] | None, now: datetime | None) -> None:
+        self.e, self.state, self.text, self.route = engine, state, text, route
+        self.cid, self.user, self.now = cid, user, now
+        self.out = Outcome(kind=route.kind, intent=route.intent)
+        self.steps = 0
+
+    @property
+    def stack(self) -> list[dict]:
+        return self.state["stack"]
+
+    def message(self, key: str, **variables: Any) -> str:
+        texts = self.e.config.message(key)
+        return self.render(self.pick(texts), variables)
+
+    def pick(self, texts: tuple[str, ...] | list[str] | str) -> str:
+        if isinstance(texts, str):
+            return texts
+        return texts[(self.state["n"] - 1) % len(texts)] if texts else ""
+
+    def say(self, text: str, buttons: tuple[Button, ...] = ()) -> None:
+        if text or buttons:
+            self.out.effects.append(Say(text, buttons))
+
+    def variables(self, frame: dict | None) -> dict[str, Any]:
+        slots: dict[str, Any] = {}
+        if frame is not None:
+            flow = self.e.programs[frame["flow"]].flow
+            slots = {name: None for name in flow.slots}
+            slots.update(frame["slots"])
+        entities: dict[str, Any] = {}
+        for m in getattr(self.route, "entities", ()) or ():
+            entities.setdefault(m.name, m.value)
+        return {"slots": slots, "result": (frame or {}).get("result", {}), "entities": entities, "text": self.text,
+                "intent": self.route.intent, "user": dict(self.user or {}),
+                "flow": self.e.programs[frame["flow"]].flow.description if frame else ""}
+
+    def render(self, source: str, variables: Mapping[str, Any]) -> str:
+        return self.e.templates.render(source, variables)
+
+    # -- dispatch ---------------------------------------------------------------------------
+    def process(self) -> None:
+        command = next((c for c, words in COMMANDS.items() if normalise_command(self.text) in words), None)
+        if command:
+            self.command(command)
+            return
+        pending = self.state.pop("pending", None)
+        if pending and pending.get("kind") == "resume" and self.resume(pending):
+            return
+        if pending and pending.get("kind") == "clarify":
+            chosen = pending["options"].get(self.text.strip()) or pending["options"].get(self.text.strip().lower())
+            if chosen:
+                self.route = replace(self.route, intent=chosen, kind="rule", score=1.0)
+                self.out.intent, self.out.kind = chosen, "rule"
+        frame = self.stack[-1] if self.stack else None
+        if frame and frame.get("asking"):
+            self.answer(frame)
+        else:
+            self.routed()
+
+    def command(self, command: str) -> None:
+        self.out.kind, self.out.intent = "command", command
+        if command == "cancel":
+            self.stack.clear()
+            self.state.pop("pending", None)
+            self.say(self.message("cancelled"))
+        elif command == "restart":
+            self.state.clear()
+            self.state.update({"stack": [], "n": 1})
+            self.say(self.message("cancelled"))
+        else:
+            self.say(self.message("help"))
+            frame = self.stack[-1] if self.stack else None
+            if frame and frame.get("asking"):
+                self.ask_again(frame)
+
+    def resume(self, pending: dict) -> bool:
+        answer = normalise_command(self.text)
+        if answer in YES and self.stack:
+            self.out.kind, self.out.intent = "command", "resume"
+            self.ask_again(self.stack[-1])
+            return True
+        if answer in NO:
+            self.out.kind, self.out.intent = "command", "decline_resume"
+            if self.stack:
+                self.stack.pop()
+            self.say(self.message("resumed"))
+            return True
+        if self.stack:  # something else entirely: the paused flow is dropped
+            self.stack.pop()
+        return False
+
+    def routed(self) -> None:
+        route = self.route
+        if route.kind == "ambiguous" and len(route.candidates) >= 2:
+            options = {}
+            buttons = []
+            for name, _score in route.candidates[:2]:
+                intent = self.e.config.intents.intents.get(name)
+                title = (intent.description if intent and intent.description else name.replace("_", " "))
+                options[title] = name
+                options[title.lower()] = name
+                buttons.append(Button(title, title))
+            self.state["pending"] = {"kind": "clarify", "options": options}
+            self.say(self.message("clarify", options=" or ".join(b.title for b in buttons)), tuple(buttons))
+            return
+        flows = self.e.config.flows_for_intent(route.intent) if route.intent and route.intent != OUT_OF_SCOPE else []
+        if not flows:
+            self.out.kind, self.out.intent = "fallback", None
+            self.out.effects.append(CallLLM())
+            return
+        self.start(flows[0].id)
+
+    # -- flows ----------------------------------------------------------------------------------
+    def start(self, flow_id: str, carry: Mapping[str, Any] | None = None) -> None:
+        program = self.e.programs[flow_id]
+        frame = {"flow": flow_id, "pc": 0, "slots": {}, "result": {}, "asking": None, "attempts": 0}
+        for name in program.flow.slots:
+            if carry and carry.get(name) is not None:
+                frame["slots"][name] = carry[name]
+        self.e.filler.prefill(program.flow, frame, self.route)
+        if self.stack and self.stack[-1]["flow"] == flow_id:
+            self.stack.pop()  # asked for the same thing again: start it afresh
+        self.stack.append(frame)
+        del self.stack[:-MAX_STACK]
+        self.run(frame)
+
+    def answer(self, frame: dict) -> None:
+        program = self.e.programs[frame["flow"]]
+        slot = program.flow.slots[frame["asking"]]
+        route = self.route
+        strong_other = (route.intent not in (None, OUT_OF_SCOPE) and route.kind in ("rule", "classifier")
+                        and route.intent not in program.flow.triggers)
+        filled = self.e.filler.fill(slot, self.text, route, frame, self.context_fields(frame), self.now)
+        if filled.error is not None:
+            self.handler_failed(frame, filled.error)
+            return
+        if filled.ok and not (strong_other and (route.kind == "rule" or not slot.entity)):
+            self.out.kind, self.out.intent = "flow", (program.flow.triggers or (None,))[0]
+            frame["slots"][slot.name] = filled.value
+            self.e.filler.correct(program.flow, frame, route, skip=slot.name)
+            frame["asking"], frame["attempts"] = None, 0
+            frame["pc"] += 1
+            self.run(frame)
+            return
+        if strong_other and not CORRECTION_CUE.search(self.text):
+            self.routed()
+            return
+        changed = self.e.filler.correct(program.flow, frame, route, skip=slot.name)
+        if strong_other and not changed:
+            self.routed()
+            return
+        self.out.kind, self.out.intent = "flow", (program.flow.triggers or (None,))[0]
+        if changed:
+            name, value = changed[0]
+            self.say(self.message("corrected", slot=name, value=value))
+            self.ask_again(frame)
+            return
+        frame["attempts"] += 1
+        if frame["attempts"] >= slot.max_attempts:
+            frame["asking"], frame["attempts"] = None, 0
+            if slot.on_fail:
+                self.goto(frame, slot.on_fail, slot.source)
+            else:
+                self.stack.pop()
+                self.say(self.message("gave_up"))
+            return
+        text = filled.reprompt or (self.pick(slot.reprompt) if slot.reprompt else "")
+        variables = self.variables(frame)
+        if text:
+            self.say(self.render(text, variables), self.slot_buttons(slot))
+        else:
+            self.say(self.render(self.pick(slot.ask), variables), self.slot_buttons(slot))
+
+    def ask_again(self, frame: dict) -> None:
+        frame["asking"] = None
+        self.run(frame)
+
+    def slot_buttons(self, slot: SlotDef, extra: tuple[Button, ...] = ()) -> tuple[Button, ...]:
+        return extra or tuple(Button(c, c) for c in slot.choices)
+
+    def context_fields(self, frame: dict) -> dict[str, Any]:
+        variables = self.variables(frame)
+        return {"conversation_id": self.cid, "text": self.text, "intent": self.route.intent,
+                "entities": variables["entities"], "slots": dict(frame["slots"]), "flow": frame["flow"],
+                "step": None, "user": dict(self.user) if self.user else None, "result": dict(frame["result"])}
+
+    def goto(self, frame: dict, target: str, source: Source) -> None:
+        program = self.e.programs[frame["flow"]]
+        if target in program.labels:
+            frame["pc"] = program.labels[target]
+            self.run(frame)
+        else:
+            self.stack.remove(frame)
+            self.start(target, carry=frame["slots"])
+
+    def finish(self, frame: dict, *, offer_resume: bool = True) -> None:
+        if frame in self.stack:
+            self.stack.remove(frame)
+        if offer_resume and self.stack and self.stack[-1].get("asking"):
+            paused = self.e.programs[self.stack[-1]["flow"]].flow
+            self.state["pending"] = {"kind": "resume"}
+            self.say(self.message("resume", flow=paused.description or paused.id.replace("_", " ")),
+                     (Button("Yes", "Yes"), Button("No", "No")))
+
+    def handler_failed(self, frame: dict, error: Exception) -> None:
+        flow = self.e.programs[frame["flow"]].flow
+        self.out.errors.append(str(error))
+        self.say(self.render(self.pick(flow.error), {}) if flow.error else self.message("error"))
+        self.finish(frame, offer_resume=False)
+
+    def run(self, frame: dict) -> None:
+        from .steps import execute  # one module per concern: the step kinds live in steps.py
+
+        while frame in self.stack:
+            program = self.e.programs[frame["flow"]]
+            if frame["pc"] >= len(program.code):
+                self.finish(frame)
+                return
+            self.steps += 1
+            ins = program.code[frame["pc"]]
+            if self.steps > MAX_STEPS_PER_TURN:
+                log.error("%s: more than %d steps in one turn (a goto loop?); flow %r stopped",
+                          ins.source, MAX_STEPS_PER_TURN, frame["flow"])
+                self.handler_failed(frame, RuntimeError("step limit"))
+                return
+            if not execute(self, frame, program, ins):
+                return

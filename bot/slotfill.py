@@ -1,0 +1,114 @@
+"""Filling, validating and correcting slots from what the visitor wrote."""
+from __future__ import annotations
+
+import difflib
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable
+
+from .actions import Reply
+from .config import Flow, SlotDef
+from .errors import ActionError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Filled:
+    ok: bool
+    value: Any = None
+    reprompt: str | None = None      # a validator's own words for why the answer was refused
+    error: Exception | None = None   # the validator itself failed
+
+
+def _matches_for(flow: Flow, route: Any) -> dict[str, list[Any]]:
+    found: dict[str, list[Any]] = {}
+    for m in getattr(route, "entities", ()) or ():
+        found.setdefault(m.name, []).append(m.value)
+    return found
+
+
+class SlotFiller:
+    def __init__(self, extract: Callable[..., list], run_action: Callable[..., Reply]) -> None:
+        self.extract = extract          # (text, only=[names], now=) -> [EntityMatch]
+        self.run_action = run_action    # (name, ctx_fields, source) -> Reply
+
+    def prefill(self, flow: Flow, frame: dict, route: Any) -> None:
+        """Slots take entities from the message that started the flow: the n-th slot of an
+        entity gets the n-th mention of it ("compare the X3 and the Sedan S")."""
+        found = _matches_for(flow, route)
+        for slot in flow.slots.values():
+            values = found.get(slot.entity or "", [])
+            if slot.entity and values and frame["slots"].get(slot.name) is None:
+                value = values.pop(0)
+                if not slot.choices or str(value) in slot.choices:
+                    frame["slots"][slot.name] = value
+
+    def correct(self, flow: Flow, frame: dict, route: Any, *, skip: str) -> list[tuple[str, Any]]:
+        """Change filled slots whose entity the message mentions with a new value."""
+        changed = []
+        found = _matches_for(flow, route)
+        for slot in flow.slots.values():
+            if slot.name == skip or not slot.entity or frame["slots"].get(slot.name) is None:
+                continue
+            siblings = [s for s in flow.slots.values() if s.entity == slot.entity]
+            values = found.get(slot.entity, [])
+            if len(siblings) == 1 and len(values) == 1 and values[0] != frame["slots"][slot.name]:
+                frame["slots"][slot.name] = values[0]
+                changed.append((slot.name, values[0]))
+        return changed
+
+    def fill(self, slot: SlotDef, text: str, route: Any, frame: dict, fields: dict, now: datetime | None) -> Filled:
+        value: Any
+        if slot.entity:
+            matches = self.extract(text, only=[slot.entity], now=now)
+            values = [m.value for m in matches]
+            if not values:
+                return Filled(False)
+            others = {v for k, v in frame["slots"].items() if k != slot.name}
+            value = next((v for v in values if v not in others), values[0])
+        else:
+            value = text.strip()
+            if not value:
+                return Filled(False)
+        if slot.choices:
+            chosen = _choice(str(value), slot.choices)
+            if chosen is None:
+                return Filled(False)
+            value = chosen
+        if slot.regex:
+            found = re.search(slot.regex, str(value), flags=re.IGNORECASE)
+            if not found:
+                return Filled(False)
+            value = found.group(0)
+        if slot.validate:
+            return self._validate(slot, value, fields)
+        return Filled(True, value)
+
+    def _validate(self, slot: SlotDef, value: Any, fields: dict) -> Filled:
+        fields = dict(fields)
+        fields["slots"] = {**fields["slots"], slot.name: value}
+        try:
+            reply = self.run_action(slot.validate, fields, slot.source)
+        except ActionError as exc:
+            return Filled(False, error=exc)
+        if slot.name in reply.slots:
+            accepted = reply.slots[slot.name]
+            return Filled(accepted is not None, accepted, reply.text)
+        if reply.text:
+            return Filled(False, reprompt=reply.text)
+        return Filled(True, value)
+
+
+def _choice(value: str, choices: tuple[str, ...]) -> str | None:
+    lowered = {c.lower(): c for c in choices}
+    key = value.strip().lower()
+    if key in lowered:
+        return lowered[key]
+    contained = [c for c in choices if re.search(rf"\b{re.escape(c.lower())}\b", key)]
+    if len(contained) == 1:
+        return contained[0]
+    close = difflib.get_close_matches(key, list(lowered), n=1, cutoff=0.8)
+    return lowered[close[0]] if close else None

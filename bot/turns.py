@@ -1,0 +1,150 @@
+"""One turn from message to recorded transcript: route, advance the flow, say or stream, save."""
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
+
+from .errors import LLMError
+from .flows import CallLLM, Say
+
+if TYPE_CHECKING:
+    from .app import Bot
+
+log = logging.getLogger(__name__)
+turn_log = logging.getLogger("bot.turn")
+
+
+def _reply(text: str, buttons: Any = ()) -> dict[str, Any]:
+    out: dict[str, Any] = {"text": text}
+    if buttons:
+        out["buttons"] = [{"title": b.title, "payload": b.payload, **({"url": b.url} if b.url else {})}
+                          for b in buttons]
+    return out
+
+
+def history_pairs(turns: list[dict]) -> list[tuple[str, str]]:
+    """(role, text) pairs of earlier turns, rule and LLM replies alike, for the LLM's history."""
+    pairs: list[tuple[str, str]] = []
+    for t in turns:
+        pairs.append(("user", t.get("text_in", "")))
+        said = "\n".join(r.get("text", "") for r in t.get("replies", ()) if r.get("text"))
+        if said:
+            pairs.append(("assistant", said))
+    return pairs
+
+
+class TurnRunner:
+    def __init__(self, bot: "Bot") -> None:
+        self.bot = bot
+        self._knowledge_text: str | None = None
+
+    @property
+    def knowledge_text(self) -> str:
+        if self._knowledge_text is None:
+            from .prompting import format_knowledge
+            self._knowledge_text = format_knowledge(self.bot.config.knowledge) if self.bot.config.knowledge else ""
+        return self._knowledge_text
+
+    def run(self, cid: str, text: str, user: Mapping[str, Any] | None, now: datetime | None
+            ) -> Iterator[tuple[str, Any]]:
+        from .app import Turn
+
+        bot = self.bot
+        started = time.perf_counter()
+        turn = Turn(conversation_id=cid, turn_id=secrets.token_hex(8), text_in=text)
+        closed = False
+        with bot.store.open(cid) as conv:
+            route = bot.router.route(text, now=now)
+            outcome = bot.engine.advance(conv.state, text, route, conversation_id=cid, user=user, now=now)
+            turn.kind, turn.intent, turn.flow, turn.slots = outcome.kind, outcome.intent, outcome.flow, outcome.slots
+            turn.route = {"kind": outcome.kind, "intent": outcome.intent, "score": round(float(route.score), 4),
+                          "flow": outcome.flow, "trace": route.trace}
+            if outcome.errors:
+                turn.error = "action"
+            try:
+                yield "meta", {"conversation_id": cid, "turn_id": turn.turn_id, "route": turn.route}
+                for effect in outcome.effects:
+                    if isinstance(effect, Say):
+                        turn.replies.append(_reply(effect.text, effect.buttons))
+                        yield "delta", {"text": effect.text, "index": len(turn.replies) - 1}
+                    elif isinstance(effect, CallLLM):
+                        yield from self.llm_reply(conv, turn, effect)
+            except GeneratorExit:  # the visitor went away mid-stream: keep what was said
+                turn.incomplete = closed = True
+            turn.latency_ms = round((time.perf_counter() - started) * 1000, 2)
+            conv.add_turn(self.record(turn))
+        self.log_turn(turn)
+        if closed:
+            return
+        yield "done", {"conversation_id": cid, "turn_id": turn.turn_id, "replies": turn.replies,
+                       "incomplete": turn.incomplete, "route": turn.route}
+        yield "turn", turn
+
+    def llm_reply(self, conv: Any, turn: Any, effect: CallLLM) -> Iterator[tuple[str, Any]]:
+        bot = self.bot
+        settings = bot.config.fallback
+        index = len(turn.replies)
+        turn.replies.append({"text": ""})
+        if bot.llm is None or settings is None:
+            text = self.scripted("fallback")
+            turn.replies[index] = _reply(text)
+            yield "delta", {"text": text, "index": index}
+            return
+        from .llm import check_budget
+        from .prompting import build_messages
+
+        used = int(conv.state.get("llm_tokens", 0))
+        parts: list[str] = []
+        try:
+            if not getattr(bot.llm, "available", True):
+                raise LLMError("no_key")
+            check_budget(settings, used, bot.store.tokens_today())
+            messages = build_messages(settings, knowledge_text=self.knowledge_text,
+                                      history=history_pairs(conv.history()), user_text=turn.text_in,
+                                      prompt=effect.prompt)
+            stream = bot.llm.stream(messages, max_tokens=effect.max_tokens)
+            for delta in stream:
+                parts.append(delta)
+                turn.replies[index]["text"] = "".join(parts)
+                yield "delta", {"text": delta, "index": index}
+            usage = stream.usage
+        except LLMError as exc:
+            turn.error = exc.kind
+            log.warning("LLM %s for conversation turn %s (status %s, request %s)", exc.kind, turn.turn_id,
+                        exc.status_code, exc.request_id)
+            if not parts:
+                text = "\n".join(settings.unavailable[:1]) if settings.unavailable else self.scripted("fallback")
+                turn.replies[index] = _reply(text, settings.buttons)
+                turn.llm = {"model": getattr(bot.llm, "model", ""), "error": exc.kind}
+                yield "delta", {"text": text, "index": index}
+                return
+            usage = None
+        if usage is not None:
+            turn.llm = {"model": usage.model, "prompt_tokens": usage.prompt_tokens,
+                        "completion_tokens": usage.completion_tokens, "latency_s": round(usage.latency_s, 4),
+                        "first_token_s": usage.first_token_s, "finish_reason": usage.finish_reason,
+                        "error": usage.error}
+            spent = usage.prompt_tokens + usage.completion_tokens
+            conv.state["llm_tokens"] = used + spent
+            bot.store.add_tokens_today(spent)
+            if usage.incomplete:
+                turn.incomplete = True
+                turn.error = usage.error or "incomplete"
+
+    def scripted(self, key: str) -> str:
+        texts = self.bot.config.message(key)
+        return texts[0] if texts else ""
+
+    def record(self, turn: Any) -> dict[str, Any]:
+        return {"turn_id": turn.turn_id, "text_in": turn.text_in, "replies": turn.replies, "route": turn.route,
+                "kind": turn.kind, "intent": turn.intent, "flow": turn.flow, "latency_ms": turn.latency_ms,
+                "llm": turn.llm, "error": turn.error, "incomplete": turn.incomplete, "created_at": time.time()}
+
+    def log_turn(self, turn: Any) -> None:
+        turn_log.info("turn", extra={"conversation_id": turn.conversation_id, "turn_id": turn.turn_id,
+                                     "route_kind": turn.kind, "intent": turn.intent, "flow": turn.flow,
+                                     "score": turn.route.get("score"), "latency_ms": turn.latency_ms,
+                                     "llm": turn.llm, "error_kind": turn.error, "incomplete": turn.incomplete})
