@@ -1,0 +1,239 @@
+"""RedisStore: conversations in Redis, so any number of app instances serve the same conversations."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import uuid
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, Iterator
+
+from bot.errors import StoreError
+from bot.store import Record, StoreBackend, StoreBusyError, check_id, check_rating, encode, utc_day, with_feedback
+
+log = logging.getLogger(__name__)
+
+TOKEN_COUNTER_TTL = 2 * 24 * 3600  # a day's counter outlives the day in every time zone
+LOCK_POLL = 0.02  # seconds between attempts to take a busy conversation lock
+BATCH = 200  # conversations per pipeline when scanning or purging
+
+
+class RedisStore(StoreBackend):
+    """Conversations in Redis under ``prefix`` (default ``hybridbot:``).
+
+    Keys: ``conv:{id}`` (state JSON, sliding expiry ``PX idle_ttl``), ``turns:{id}`` (list, one
+    JSON turn per seq), ``turnidx:{id}`` (hash turn_id -> seq), ``feedback:{id}`` (hash
+    turn_id -> JSON), ``lock:{id}`` (redis-py Lock), ``conversations`` (sorted set id ->
+    last activity, for purge and reports), ``tokens:{day}``. Transcripts have no TTL:
+    they stay until ``delete``/``purge``. Not for Redis Cluster (saves use MULTI across keys).
+
+    Args:
+        url: ``redis://[[user]:password@]host:port/db`` (or ``rediss://``), for redis-py.
+        prefix: namespace of every key.
+        client: an existing ``redis.Redis`` to use instead of ``url`` (not closed by ``close``).
+        socket_timeout, connect_timeout: seconds, short so a dead Redis fails fast.
+        idle_ttl, lock_timeout, lock_lease: see ``StoreBackend``.
+    """
+
+    def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "hybridbot:",
+                 client: Any = None, socket_timeout: float = 2.0, connect_timeout: float = 1.0,
+                 **options: Any) -> None:
+        super().__init__(**options)
+        try:
+            import redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+        except ImportError:
+            raise StoreError("the Redis store needs the redis package: pip install 'hybridbot[redis]'") from None
+        self._redis = redis
+        self.prefix = prefix
+        self._owns_client = client is None
+        self._where = _redacted(url) if client is None else "the given Redis client"
+        if client is None:
+            try:
+                client = redis.Redis.from_url(url, socket_timeout=socket_timeout,
+                                              socket_connect_timeout=connect_timeout,
+                                              retry=Retry(NoBackoff(), 1), health_check_interval=30)
+            except ValueError as exc:
+                raise StoreError(f"bad Redis URL {self._where}: {exc}") from exc
+        self._r = client
+
+    def _key(self, kind: str, cid: str = "") -> str:
+        return f"{self.prefix}{kind}:{cid}" if cid else f"{self.prefix}{kind}"
+
+    def _keys(self, cid: str) -> list[str]:
+        return [self._key(kind, cid) for kind in ("conv", "turns", "turnidx", "feedback")]
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        errors = self._redis.exceptions
+        try:
+            yield
+        except (errors.ConnectionError, errors.TimeoutError) as exc:
+            raise StoreError(f"Redis at {self._where} is unreachable: {exc}") from exc
+        except errors.RedisError as exc:
+            raise StoreError(f"Redis at {self._where}: {exc}") from exc
+
+    def ping(self) -> None:
+        with self._errors():
+            self._r.ping()
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._r.close()
+
+    # -- locking and saving -------------------------------------------------------------
+
+    def _acquire(self, cid: str, deadline: float) -> str:
+        token = uuid.uuid4().hex
+        lock = self._r.lock(self._key("lock", cid), timeout=self.lock_lease, sleep=LOCK_POLL,
+                            thread_local=False)
+        with self._errors():
+            if lock.acquire(token=token, blocking_timeout=max(deadline - time.monotonic(), 0.0)):
+                return token
+        raise StoreBusyError(f"conversation {cid!r} is busy on another instance (waited {self.lock_timeout:g} s)")
+
+    def _release(self, cid: str, token: str) -> None:
+        lock = self._r.lock(self._key("lock", cid), thread_local=False)
+        lock.local.token = token.encode()
+        with self._errors():
+            try:
+                lock.release()
+            except self._redis.exceptions.LockError:
+                log.warning("lock of conversation %s had already expired", cid)
+
+    def _load(self, cid: str) -> tuple[Record | None, int]:
+        with self._errors():
+            pipe = self._r.pipeline(transaction=False)
+            pipe.get(self._key("conv", cid))
+            pipe.llen(self._key("turns", cid))
+            raw, last_seq = pipe.execute()
+        return (Record(**json.loads(raw)) if raw is not None else None), int(last_seq)
+
+    def _save(self, cid: str, token: str, record: Record, turns: list[dict[str, Any]]) -> None:
+        lock_key = self._key("lock", cid)
+        payload = encode(record.__dict__)
+        with self._errors(), self._r.pipeline() as pipe:
+            try:
+                pipe.watch(lock_key)
+                if pipe.get(lock_key) != token.encode():
+                    raise StoreError(f"conversation {cid!r}: the lock lease ({self.lock_lease:g} s) ran out "
+                                     "before saving; this turn was not saved")
+                pipe.multi()
+                pipe.set(self._key("conv", cid), payload, px=max(1, round(self.idle_ttl * 1000)))
+                if turns:
+                    pipe.rpush(self._key("turns", cid), *[encode(t) for t in turns])
+                    pipe.hset(self._key("turnidx", cid), mapping={t["turn_id"]: t["seq"] for t in turns})
+                pipe.zadd(self._key("conversations"), {cid: record.updated_at})
+                pipe.delete(lock_key)
+                pipe.execute()
+            except self._redis.exceptions.WatchError:
+                raise StoreError(f"conversation {cid!r}: lost the lock while saving; this turn was not saved") \
+                    from None
+
+    def _history(self, cid: str, first_seq: int, limit: int | None) -> list[dict[str, Any]]:
+        start = first_seq - 1
+        with self._errors():
+            if limit:
+                start = max(start, int(self._r.llen(self._key("turns", cid))) - limit)
+            rows = self._r.lrange(self._key("turns", cid), start, -1)
+        return [json.loads(r) for r in rows]
+
+    # -- transcripts, feedback, reports ----------------------------------------------------
+
+    def transcript(self, conversation_id: str, *, limit: int | None = None) -> list[dict[str, Any]] | None:
+        cid = check_id(conversation_id)
+        with self._errors():
+            pipe = self._r.pipeline(transaction=True)
+            pipe.exists(self._key("conv", cid))
+            pipe.lrange(self._key("turns", cid), -limit if limit else 0, -1)
+            pipe.hgetall(self._key("feedback", cid))
+            has_state, rows, feedback = pipe.execute()
+        if not has_state and not rows:
+            return None
+        votes = {k.decode(): json.loads(v) for k, v in feedback.items()}
+        return [with_feedback(json.loads(r), votes) for r in rows]
+
+    def add_feedback(self, conversation_id: str, turn_id: str, rating: str, comment: str = "") -> bool:
+        cid = check_id(conversation_id)
+        check_rating(rating)
+        with self._errors():
+            if not self._r.hexists(self._key("turnidx", cid), turn_id):
+                return False
+            vote = {"rating": rating, "comment": comment, "at": time.time()}
+            self._r.hset(self._key("feedback", cid), turn_id, encode(vote))
+        return True
+
+    def iter_turns(self, *, since: datetime | None = None) -> Iterator[dict[str, Any]]:
+        """Every turn oldest first; only conversations active since ``since`` are read."""
+        start = since.timestamp() if since is not None else -math.inf
+        turns: list[dict[str, Any]] = []
+        with self._errors():
+            cids = [c.decode() for c in self._r.zrangebyscore(self._key("conversations"), start, "+inf")]
+            for offset in range(0, len(cids), BATCH):
+                batch = cids[offset:offset + BATCH]
+                pipe = self._r.pipeline(transaction=False)
+                for cid in batch:
+                    pipe.lrange(self._key("turns", cid), 0, -1)
+                    pipe.hgetall(self._key("feedback", cid))
+                results = pipe.execute()
+                for cid, rows, feedback in zip(batch, results[::2], results[1::2]):
+                    votes = {k.decode(): json.loads(v) for k, v in feedback.items()}
+                    for raw in rows:
+                        turn = with_feedback(json.loads(raw), votes)
+                        if turn["created_at"] >= start:
+                            turn["conversation_id"] = cid
+                            turns.append(turn)
+        turns.sort(key=lambda t: (t["created_at"], t["conversation_id"], t["seq"]))
+        yield from turns
+
+    def delete(self, conversation_id: str) -> bool:
+        cid = check_id(conversation_id)
+        with self._errors():
+            pipe = self._r.pipeline(transaction=True)
+            pipe.delete(*self._keys(cid))
+            pipe.zrem(self._key("conversations"), cid)
+            removed, _ = pipe.execute()
+        return removed > 0
+
+    def purge(self, *, older_than: datetime) -> int:
+        """Remove conversations last active before ``older_than`` (token counters expire by TTL)."""
+        cutoff = older_than.timestamp()
+        index = self._key("conversations")
+        count = 0
+        with self._errors():
+            cids = [c.decode() for c in self._r.zrangebyscore(index, "-inf", f"({cutoff!r}")]
+            for offset in range(0, len(cids), BATCH):
+                batch = cids[offset:offset + BATCH]
+                pipe = self._r.pipeline(transaction=True)
+                for cid in batch:
+                    pipe.delete(*self._keys(cid))
+                pipe.zrem(index, *batch)
+                count += pipe.execute()[-1]
+        return count
+
+    def add_tokens_today(self, tokens: int, *, day: str | None = None) -> int:
+        key = self._key("tokens", utc_day(day))
+        with self._errors():
+            pipe = self._r.pipeline(transaction=True)
+            pipe.incrby(key, int(tokens))
+            pipe.expire(key, TOKEN_COUNTER_TTL)
+            total, _ = pipe.execute()
+        return int(total)
+
+    def tokens_today(self, *, day: str | None = None) -> int:
+        with self._errors():
+            value = self._r.get(self._key("tokens", utc_day(day)))
+        return int(value) if value is not None else 0
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, for error messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at:
+        return url
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}{sep}{user + ':' if user else ''}***@{host}"

@@ -1,0 +1,380 @@
+"""Conversation stores: the ConversationStore protocol, Conversation, the shared open()/locking logic, open_store."""
+from __future__ import annotations
+
+import collections
+import importlib
+import json
+import logging
+import math
+import threading
+import time
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, ContextManager, Iterator, Protocol
+from urllib.parse import parse_qs, urlencode
+
+from bot.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_IDLE_TTL = 7 * 24 * 3600.0
+DEFAULT_LOCK_TIMEOUT = 10.0
+DEFAULT_LOCK_LEASE = 60.0
+RATINGS = ("up", "down")
+MAX_ID_LENGTH = 256
+
+
+class StoreBusyError(StoreError):
+    """Another request holds the conversation's lock for longer than ``lock_timeout``."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """A conversation's stored row: dialogue state plus bookkeeping (times are UNIX seconds)."""
+
+    state: dict[str, Any]
+    user_id: str | None
+    created_at: float
+    updated_at: float
+    first_seq: int  # first turn of the current session; earlier turns are transcript only
+
+
+@dataclass(eq=False)
+class Conversation:
+    """One conversation, locked for the duration of ``with store.open(id) as conv:``.
+
+    ``state`` belongs to the dialogue engine: mutate it in place (or assign a new dict);
+    it is saved with ``turns_added`` when the ``with`` block exits normally.
+    """
+
+    id: str
+    state: dict[str, Any]
+    created_at: float
+    updated_at: float
+    user_id: str | None = None
+    turns_added: list[dict[str, Any]] = field(default_factory=list)
+    is_new: bool = False  # created by this open() (unknown or idle-expired id)
+    first_seq: int = field(default=1, repr=False)
+    next_seq: int = field(default=1, repr=False)
+    _load_history: Callable[[int, int | None], list[dict[str, Any]]] | None = field(
+        default=None, repr=False)
+
+    def add_turn(self, turn: dict[str, Any]) -> None:
+        """Append a turn; the store assigns ``seq`` and saves it on exit.
+
+        Args:
+            turn: JSON-serialisable dict with at least ``turn_id`` (unique in the
+                conversation); ``created_at`` (UNIX seconds) defaults to now.
+        """
+        stored = prepare_turn(turn, self.next_seq + len(self.turns_added))
+        if any(t["turn_id"] == stored["turn_id"] for t in self.turns_added):
+            raise ValueError(f"turn_id {stored['turn_id']!r} was already added to this conversation")
+        self.turns_added.append(stored)
+
+    def history(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Turns of the current session (saved ones, then ``turns_added``), oldest first.
+
+        Args:
+            limit: keep only the last ``limit`` turns.
+        """
+        if limit is not None and limit <= 0:
+            return []
+        saved = self._load_history(self.first_seq, limit) if self._load_history else []
+        turns = saved + self.turns_added
+        return turns[-limit:] if limit is not None else turns
+
+
+class ConversationStore(Protocol):
+    """Where conversations (state + transcript), feedback and daily token counts live."""
+
+    def open(self, conversation_id: str, *, create: bool = True) -> ContextManager[Conversation]: ...
+    def exists(self, conversation_id: str) -> bool: ...
+    def transcript(self, conversation_id: str, *, limit: int | None = None) -> list[dict[str, Any]] | None: ...
+    def add_feedback(self, conversation_id: str, turn_id: str, rating: str, comment: str = "") -> bool: ...
+    def iter_turns(self, *, since: datetime | None = None) -> Iterator[dict[str, Any]]: ...
+    def delete(self, conversation_id: str) -> bool: ...
+    def purge(self, *, older_than: datetime) -> int: ...
+    def add_tokens_today(self, tokens: int, *, day: str | None = None) -> int: ...
+    def tokens_today(self, *, day: str | None = None) -> int: ...
+    def ping(self) -> None: ...
+    def close(self) -> None: ...
+
+
+def encode(value: Any) -> str:
+    """Compact JSON; raises TypeError/ValueError for values JSON cannot hold (incl. NaN)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def timestamp(value: Any) -> float:
+    """UNIX seconds from a number, an ISO 8601 string or a datetime (naive = local time)."""
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, str):
+        return datetime.fromisoformat(value).timestamp()
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    raise ValueError(f"not a timestamp: {value!r}")
+
+
+def utc_day(day: str | None = None) -> str:
+    """``day`` checked as YYYY-MM-DD, or today's date in UTC."""
+    if day is None:
+        return datetime.now(timezone.utc).date().isoformat()
+    datetime.strptime(day, "%Y-%m-%d")
+    return day
+
+
+def prepare_turn(turn: dict[str, Any], seq: int) -> dict[str, Any]:
+    """A copy of ``turn`` with ``seq`` and a numeric ``created_at``, checked to be JSON."""
+    if not isinstance(turn, dict):
+        raise TypeError(f"a turn must be a dict, got {type(turn).__name__}")
+    turn_id = turn.get("turn_id")
+    if not isinstance(turn_id, str) or not turn_id:
+        raise ValueError("a turn needs a non-empty string 'turn_id'")
+    stored = dict(turn)
+    stored.pop("feedback", None)
+    stored.pop("conversation_id", None)
+    stored["created_at"] = timestamp(turn["created_at"]) if "created_at" in turn else time.time()
+    stored["seq"] = seq
+    encode(stored)
+    return stored
+
+
+def with_feedback(turn: dict[str, Any], feedback: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``turn`` with its vote (if any) under ``feedback``."""
+    if turn["turn_id"] in feedback:
+        turn["feedback"] = dict(feedback[turn["turn_id"]])
+    return turn
+
+
+def check_id(conversation_id: str) -> str:
+    """The id, if it is a non-empty string of at most MAX_ID_LENGTH characters."""
+    if not isinstance(conversation_id, str) or not conversation_id or len(conversation_id) > MAX_ID_LENGTH:
+        raise ValueError(f"conversation id must be a non-empty string of at most {MAX_ID_LENGTH} characters")
+    return conversation_id
+
+
+def check_rating(rating: str) -> None:
+    if rating not in RATINGS:
+        raise ValueError(f"rating must be one of {', '.join(RATINGS)}, got {rating!r}")
+
+
+class LocalLocks:
+    """First-come-first-served mutexes keyed by conversation id, for the threads of one process.
+
+    The head of each queue is the holder; entries vanish when nobody holds or waits.
+    """
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._queues: dict[str, collections.deque[threading.Event]] = {}
+
+    def acquire(self, key: str, timeout: float) -> bool:
+        with self._mutex:
+            queue = self._queues.get(key)
+            if queue is None:
+                granted = threading.Event()
+                granted.set()
+                self._queues[key] = collections.deque([granted])
+                return True
+            mine = threading.Event()
+            queue.append(mine)
+        if mine.wait(max(timeout, 0.0)):
+            return True
+        with self._mutex:
+            if mine.is_set():  # handed over just as we gave up
+                return True
+            queue.remove(mine)
+            return False
+
+    def release(self, key: str) -> None:
+        with self._mutex:
+            queue = self._queues[key]
+            queue.popleft()
+            if queue:
+                queue[0].set()
+            else:
+                del self._queues[key]
+
+
+class StoreBackend(ABC):
+    """``open()`` and the rules every backend shares; subclasses supply storage primitives.
+
+    Locking is two-level: a FIFO lock per id inside the process, then the backend's
+    cross-process lock (a lease the backend checks again when it saves).
+    """
+
+    def __init__(self, *, idle_ttl: float = DEFAULT_IDLE_TTL, lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+                 lock_lease: float = DEFAULT_LOCK_LEASE) -> None:
+        if idle_ttl <= 0 or lock_timeout < 0 or lock_lease <= 0:
+            raise ValueError("idle_ttl and lock_lease must be > 0 and lock_timeout >= 0")
+        self.idle_ttl = float(idle_ttl)
+        self.lock_timeout = float(lock_timeout)
+        self.lock_lease = float(lock_lease)
+        self._local_locks = LocalLocks()
+
+    @contextmanager
+    def open(self, conversation_id: str, *, create: bool = True) -> Iterator[Conversation]:
+        """Lock, load and yield a conversation; save it on normal exit, discard on exception.
+
+        Raises:
+            StoreBusyError: the lock was not free within ``lock_timeout`` seconds.
+            KeyError: ``create`` is False and the id is unknown or idle-expired.
+            StoreError: the backend failed (unreachable, lock lease lost before saving).
+        """
+        cid = check_id(conversation_id)
+        deadline = time.monotonic() + self.lock_timeout
+        if not self._local_locks.acquire(cid, self.lock_timeout):
+            raise StoreBusyError(f"conversation {cid!r} is busy (waited {self.lock_timeout:g} s)")
+        try:
+            token = self._acquire(cid, deadline)
+            saved = False
+            try:
+                record, last_seq = self._load(cid)
+                conv = self._conversation(cid, record, last_seq, create)
+                yield conv
+                self._save(cid, token, self._record_of(conv), conv.turns_added)
+                saved = True
+            finally:
+                if not saved:
+                    self._release_quietly(cid, token)
+        finally:
+            self._local_locks.release(cid)
+
+    def _conversation(self, cid: str, record: Record | None, last_seq: int, create: bool) -> Conversation:
+        now = time.time()
+        if record is not None and self._expired(record, now):
+            log.info("conversation %s idle for %.0f s: starting a new session", cid, now - record.updated_at)
+            record = None
+        if record is None and not create:
+            raise KeyError(cid)
+        if record is None:
+            record = Record(state={}, user_id=None, created_at=now, updated_at=now, first_seq=last_seq + 1)
+            is_new = True
+        else:
+            is_new = False
+        return Conversation(id=cid, state=record.state, created_at=record.created_at,
+                            updated_at=record.updated_at, user_id=record.user_id, is_new=is_new,
+                            first_seq=record.first_seq, next_seq=last_seq + 1,
+                            _load_history=lambda first, limit: self._history(cid, first, limit))
+
+    def _record_of(self, conv: Conversation) -> Record:
+        if not isinstance(conv.state, dict):
+            raise TypeError(f"conversation state must be a dict, got {type(conv.state).__name__}")
+        encode(conv.state)
+        for offset, turn in enumerate(conv.turns_added):
+            turn["seq"] = conv.next_seq + offset
+            encode(turn)
+        conv.updated_at = time.time()
+        return Record(state=conv.state, user_id=conv.user_id, created_at=conv.created_at,
+                      updated_at=conv.updated_at, first_seq=conv.first_seq)
+
+    def _expired(self, record: Record, now: float | None = None) -> bool:
+        return (now if now is not None else time.time()) - record.updated_at > self.idle_ttl
+
+    def _release_quietly(self, cid: str, token: Any) -> None:
+        try:
+            self._release(cid, token)
+        except StoreError as exc:
+            log.warning("could not release the lock of conversation %s: %s", cid, exc)
+
+    def exists(self, conversation_id: str) -> bool:
+        """True if the conversation has live (not idle-expired) state."""
+        record, _ = self._load(check_id(conversation_id))
+        return record is not None and not self._expired(record)
+
+    def _acquire(self, cid: str, deadline: float) -> Any:
+        """Take the cross-process lock before ``deadline`` (monotonic) or raise StoreBusyError.
+
+        The default suits a single process, where the in-process lock is all it takes.
+        """
+        return None
+
+    def _release(self, cid: str, token: Any) -> None:
+        return None
+
+    @abstractmethod
+    def _load(self, cid: str) -> tuple[Record | None, int]:
+        """The stored record (None if absent) and the last turn seq (0 if none)."""
+
+    @abstractmethod
+    def _save(self, cid: str, token: Any, record: Record, turns: list[dict[str, Any]]) -> None:
+        """Atomically write record + turns and release the lock, if the lease is still ours."""
+
+    @abstractmethod
+    def _history(self, cid: str, first_seq: int, limit: int | None) -> list[dict[str, Any]]:
+        """Saved turns with seq >= first_seq (only the last ``limit``), oldest first."""
+
+    def ping(self) -> None:
+        """Raise StoreError if the backend cannot be reached."""
+
+    def close(self) -> None:
+        """Release connections; the store reconnects if used again."""
+
+
+def _seconds(params: dict[str, list[str]], name: str) -> dict[str, float]:
+    if name not in params:
+        return {}
+    value = params.pop(name)[-1]
+    try:
+        return {name: float(value)}
+    except ValueError:
+        raise StoreError(f"store URL option {name} must be a number of seconds, got {value!r}") from None
+
+
+def open_store(url: str | None, *, root: Path, **options: Any) -> ConversationStore:
+    """Build the store a URL names (the web layer passes ``BOT_STORE``).
+
+    * ``None``/``""``: SQLite at ``root/var/hybridbot.sqlite3``
+    * ``memory://``
+    * ``sqlite:///abs/path.sqlite3`` or ``sqlite://relative/to/root.sqlite3``
+    * ``redis://[:password@]host:port/db?prefix=hybridbot:`` (also ``rediss://``)
+
+    Every scheme accepts ``?idle_ttl=SECONDS&lock_timeout=SECONDS``; keyword ``options``
+    (``idle_ttl``, ``lock_timeout``, ``lock_lease``) override the URL.
+
+    Raises:
+        StoreError: unknown scheme or option, or the backend cannot start.
+    """
+    url = (url or "").strip()
+    if not url:
+        from bot.sqlite_store import SQLiteStore
+        return SQLiteStore(Path(root) / "var" / "hybridbot.sqlite3", **options)
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise StoreError(f"store URL {url!r} has no scheme; use memory://, sqlite:///path or redis://host:port/db")
+    rest, _, query = rest.partition("?")
+    params = parse_qs(query, keep_blank_values=True)
+    settings: dict[str, Any] = {**_seconds(params, "idle_ttl"), **_seconds(params, "lock_timeout")}
+    scheme = scheme.lower()
+    if scheme in ("redis", "rediss"):
+        from bot.redis_store import RedisStore
+        if "prefix" in params:
+            settings["prefix"] = params.pop("prefix")[-1]
+        client_url = f"{scheme}://{rest}" + (f"?{urlencode(params, doseq=True)}" if params else "")
+        return RedisStore(client_url, **{**settings, **options})
+    if params:
+        raise StoreError(f"store URL {url!r}: unknown option(s) {', '.join(sorted(params))}")
+    if scheme == "memory":
+        from bot.memory_store import MemoryStore
+        return MemoryStore(**{**settings, **options})
+    if scheme == "sqlite":
+        if not rest or rest == "/":
+            raise StoreError(f"store URL {url!r} names no file; use sqlite:///abs/path or sqlite://relative/path")
+        path = Path(rest) if rest.startswith("/") else Path(root) / rest
+        from bot.sqlite_store import SQLiteStore
+        return SQLiteStore(path, **{**settings, **options})
+    raise StoreError(f"unknown store URL scheme {scheme!r} in {url!r}; use memory://, sqlite:// or redis://")
+
+
+_BACKENDS = {"MemoryStore": "bot.memory_store", "SQLiteStore": "bot.sqlite_store", "RedisStore": "bot.redis_store"}
+
+
+def __getattr__(name: str) -> Any:
+    """``from bot.store import MemoryStore`` (or SQLiteStore, RedisStore), imported on first use."""
+    if name in _BACKENDS:
+        return getattr(importlib.import_module(_BACKENDS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
