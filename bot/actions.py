@@ -7,6 +7,7 @@ import importlib.metadata
 import importlib.util
 import inspect
 import itertools
+import linecache
 import logging
 import sys
 import types
@@ -172,7 +173,7 @@ def discover(root: Path, registry: ActionRegistry) -> list[ConfigError]:
     errors: list[ConfigError] = []
     folder = root / "actions"
     if folder.is_dir():
-        errors.extend(_import_package(root, folder, registry))
+        errors.extend(_relative(e, root) for e in _import_package(root, folder, registry))
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         dist = getattr(getattr(ep, "dist", None), "name", "?")
         try:
@@ -183,6 +184,16 @@ def discover(root: Path, registry: ActionRegistry) -> list[ConfigError]:
             errors.append(ConfigError(f"<entry point {ep.name} from {dist}>", 0, 0,
                                       f"cannot import action plugin {ep.value!r}: {exc}"))
     return errors
+
+
+def _relative(error: ConfigError, root: Path) -> ConfigError:
+    """Name files relative to the bot directory, as every other loading error does."""
+    prefix = root.resolve().as_posix().rstrip("/") + "/"
+    file = error.file[len(prefix):] if error.file.startswith(prefix) else error.file
+    line_text = error.source_line
+    if not line_text and error.line > 0:
+        line_text = linecache.getline(str(root / file), error.line)
+    return ConfigError(file, error.line, error.col, error.message.replace(prefix, ""), line_text)
 
 
 def _import_package(root: Path, folder: Path, registry: ActionRegistry) -> list[ConfigError]:

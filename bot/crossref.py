@@ -48,11 +48,13 @@ class _Checker:
                 self.check_regex(entity.regex, self.item_source(entity.source, ("entities", entity.name, "regex")),
                                  f"entity {entity.name!r}: regex")
         for intent in self.intents.intents.values():
-            for text in intent.examples + intent.patterns:
-                for name in _PLACEHOLDER.findall(text):
-                    if name not in entity_names:
-                        self.error(intent.source, f"intent {intent.name!r} uses unknown entity {{{name}}} in "
-                                   f"{text!r}{suggest(name, entity_names)}")
+            for key in ("examples", "patterns"):
+                for index, text in enumerate(getattr(intent, key)):
+                    for name in _PLACEHOLDER.findall(text):
+                        if name not in entity_names:
+                            src = self.item_source(intent.source, ("intents", intent.name, key, index))
+                            self.error(src, f"intent {intent.name!r} uses unknown entity {{{name}}} in {text!r}"
+                                       f"{suggest(name, entity_names)}", self.value_col(src, "{" + name + "}"))
             for index, pattern in enumerate(intent.patterns):
                 self.check_regex(pattern, self.item_source(intent.source, ("intents", intent.name, "patterns", index)),
                                  f"intent {intent.name!r}: pattern", entity_names)
@@ -172,7 +174,7 @@ class _Checker:
                 self.error(src, f"undefined slot {attr!r} in template{suggest(attr, flow.slots)}; declare it under "
                            f"'slots:' at the top of this flow", self.value_col(src, attr))
 
-    def check_reachable(self) -> None:
+    def check_reachable(self, every_flow_loaded: bool) -> None:
         targets = set()
         for flow in self.flows.values():
             for step in _all_steps(flow.steps):
@@ -183,6 +185,8 @@ class _Checker:
             if not flow.triggers and flow.id not in targets:
                 self.error(flow.source, f"flow {flow.id!r} can never start: add 'trigger: <intent>' or a "
                            f"'goto: {flow.id}' step in another flow")
+        if not every_flow_loaded:  # a flow file with errors may well be the one that starts it
+            return
         triggered = {t for f in self.flows.values() for t in f.triggers}
         for intent in self.intents.intents.values():
             if intent.name != OUT_OF_SCOPE and intent.name not in triggered:
@@ -198,13 +202,14 @@ def _all_steps(steps: tuple[Step, ...]) -> Iterable[Step]:
 
 
 def check_references(intents: IntentsConfig, flows: Mapping[str, Flow], fallback: LLMSettings | None,
-                     registry: ActionRegistry, docs: Mapping[str, YamlDoc]) -> list[ConfigError]:
+                     registry: ActionRegistry, docs: Mapping[str, YamlDoc], *,
+                     every_flow_loaded: bool = True) -> list[ConfigError]:
     """All cross-reference errors of a loaded bot."""
     checker = _Checker(intents, flows, registry, docs)
     checker.check_intents()
     for flow in flows.values():
         checker.check_flow(flow)
-    checker.check_reachable()
+    checker.check_reachable(every_flow_loaded)
     if fallback is not None:
         checker.check_texts(fallback.unavailable, fallback.source, None)
     return checker.errors

@@ -225,10 +225,13 @@ def load(root: Path, actions: ActionRegistry | None = None, *, discover_actions:
     if discover_actions:
         loader.errors.extend(discover(root, loader.registry))
     intents = loader.intents()
+    before = len(loader.errors)
     flows, fallback = loader.flows()
+    every_flow_loaded = len(loader.errors) == before
     knowledge = loader.knowledge(fallback)
     if intents is not None:
-        loader.errors.extend(check_references(intents, flows, fallback, loader.registry, loader.docs))
+        loader.errors.extend(check_references(intents, flows, fallback, loader.registry, loader.docs,
+                                              every_flow_loaded=every_flow_loaded))
     if loader.errors or intents is None:
         raise ConfigErrors(loader.errors)
     digest = hashlib.sha256()
