@@ -1,0 +1,433 @@
+"""The LLM fallback client: the only module that imports openai (streaming, deadlines, errors, budgets)."""
+from __future__ import annotations
+
+import email.utils
+import logging
+import os
+import queue
+import random
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
+
+import httpx2
+import openai
+
+from .config import LLMSettings
+from .errors import LLMError
+from .prompting import estimate_message_tokens, estimate_tokens, normalise, parse_choice, routing_messages
+
+log = logging.getLogger(__name__)
+
+OPENAI_URL = "https://api.openai.com/v1"
+RETRY_STATUSES = frozenset({408, 409, 429})  # and every 5xx
+MAX_BACKOFF_S = 2.0
+INTENT_CACHE_SIZE = 1024
+
+
+@dataclass(frozen=True)
+class LLMUsage:
+    """What one call cost and how it ended.
+
+    ``error`` is an LLMError kind or None. ``incomplete`` means text had started and then the
+    stream broke (``error`` says why) or was abandoned. ``estimated`` means the server sent
+    no usage and the token counts come from :func:`bot.prompting.estimate_tokens`.
+    """
+
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    first_token_s: float | None
+    finish_reason: str | None
+    incomplete: bool
+    error: str | None
+    estimated: bool = False
+    request_id: str | None = None
+    retries: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class LLMStream:
+    """An iterable of text deltas; ``usage`` is set once iteration ends (however it ends).
+
+    Iterating raises :class:`LLMError` if the call fails before any text arrived; a failure
+    after that ends the iteration quietly with ``usage.incomplete`` set. A stream can be
+    iterated once.
+    """
+
+    def __init__(self, produce: Callable[["LLMStream"], Iterator[str]]) -> None:
+        self._produce = produce
+        self._started = False
+        self.usage: LLMUsage | None = None
+
+    @classmethod
+    def from_text(cls, chunks: Iterable[str], usage: LLMUsage) -> "LLMStream":
+        """A stream that yields ``chunks`` then sets ``usage`` (for fakes such as FakeLLM)."""
+        def produce(stream: LLMStream) -> Iterator[str]:
+            yield from chunks
+            stream.usage = usage
+        return cls(produce)
+
+    def __iter__(self) -> Iterator[str]:
+        if self._started:
+            raise RuntimeError("an LLMStream can be iterated only once")
+        self._started = True
+        return self._produce(self)
+
+    def text(self) -> str:
+        """Consume the whole stream and return the joined text."""
+        return "".join(self)
+
+
+class LLMClient(Protocol):
+    """What the dialogue engine needs from a language model (OpenAIChat, bot.testing.FakeLLM)."""
+
+    available: bool
+    model: str
+
+    def stream(self, messages: list[dict[str, Any]], *, max_tokens: int | None = None,
+               deadline_s: float | None = None, first_token_s: float | None = None) -> LLMStream: ...
+
+    def complete(self, messages: list[dict[str, Any]], **kw: Any) -> tuple[str, LLMUsage]: ...
+
+    def choose_intent(self, text: str, candidates: list[tuple[str, str]], *,
+                      max_tokens: int = 20) -> str | None: ...
+
+
+def check_budget(settings: LLMSettings, conversation_tokens_used: int, daily_tokens_used: int) -> None:
+    """Raise ``LLMError("budget")`` when the conversation's or the day's token cap is reached."""
+    if conversation_tokens_used >= settings.conversation_tokens:
+        raise LLMError("budget", f"conversation token cap of {settings.conversation_tokens} reached")
+    if daily_tokens_used >= settings.daily_tokens:
+        raise LLMError("budget", f"daily token cap of {settings.daily_tokens} reached")
+
+
+def _error_kind(status: int | None, body: Any) -> str:
+    fields = body if isinstance(body, Mapping) else {}
+    marker = f"{fields.get('code') or ''} {fields.get('type') or ''}".lower()
+    if "content_filter" in marker or "content_policy" in marker:
+        return "refused"
+    if status is None:  # an error event in the middle of a stream
+        return ("rate_limit" if "rate_limit" in marker else
+                "bad_request" if "invalid_request" in marker else "unavailable")
+    if status == 408:
+        return "timeout"
+    if status == 429:
+        return "rate_limit"
+    if status in (401, 403) or status == 409 or status >= 500:
+        return "unavailable"
+    return "bad_request"
+
+
+def to_llm_error(exc: BaseException) -> LLMError:
+    """Map an openai (or any) exception to an LLMError without the provider's text."""
+    if isinstance(exc, LLMError):
+        return exc
+    if isinstance(exc, openai.APITimeoutError):
+        return LLMError("timeout", "the request timed out")
+    if isinstance(exc, openai.APIConnectionError):
+        return LLMError("unavailable", "cannot connect to the model server")
+    if isinstance(exc, openai.APIStatusError):
+        return LLMError(_error_kind(exc.status_code, exc.body), f"HTTP {exc.status_code}",
+                        status_code=exc.status_code, request_id=exc.request_id)
+    if isinstance(exc, openai.APIError):
+        return LLMError(_error_kind(None, exc.body), "error event in the stream")
+    return LLMError("unavailable", f"unexpected {type(exc).__name__}")
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds the server asked us to wait (``retry-after-ms`` or ``retry-after``), if any."""
+    try:
+        if headers.get("retry-after-ms"):
+            return float(headers["retry-after-ms"]) / 1000
+        value = headers.get("retry-after")
+        if value:
+            try:
+                return float(value)
+            except ValueError:
+                parsed = email.utils.parsedate_to_datetime(value)
+                return parsed.timestamp() - time.time()
+    except (TypeError, ValueError, OverflowError):
+        pass
+    return None
+
+
+def _should_retry(exc: openai.APIError) -> bool:
+    if isinstance(exc, openai.APIStatusError):
+        hint = exc.response.headers.get("x-should-retry")
+        if hint in ("true", "false"):
+            return hint == "true"
+        return exc.status_code in RETRY_STATUSES or exc.status_code >= 500
+    return isinstance(exc, openai.APIConnectionError)  # includes timeouts
+
+
+class OpenAIChat:
+    """The real :class:`LLMClient`: chat completions over the openai SDK.
+
+    Every reply streams (``complete`` joins the stream). The SDK gets
+    ``Timeout(total, connect=connect, read=first_token)`` and no retries of its own; this
+    class retries ``settings.max_retries`` times before the first byte only, honouring
+    ``Retry-After`` when it fits the deadline, and enforces its own first-token and total
+    deadlines on a reader thread, so a stalled server never holds a visitor past them.
+
+    Args:
+        settings: the fallback's settings (model, temperature, timeouts, retries).
+        api_key: overrides ``OPENAI_API_KEY``; with neither, ``available`` is False.
+        base_url: overrides ``OPENAI_BASE_URL`` (any OpenAI-compatible server).
+        http_client: an ``httpx2.Client`` to share, e.g. with a custom transport.
+        env: where to read the variables (default ``os.environ``); ``OPENAI_MODEL`` overrides
+            ``settings.model``.
+        backoff_s: first retry delay when the server gives no ``Retry-After``.
+
+    Example:
+        >>> llm = OpenAIChat(settings)
+        >>> for delta in llm.stream(messages):
+        ...     send(delta)
+    """
+
+    def __init__(self, settings: LLMSettings, *, api_key: str | None = None, base_url: str | None = None,
+                 http_client: httpx2.Client | None = None, env: Mapping[str, str] = os.environ,
+                 backoff_s: float = 0.5) -> None:
+        self.settings = settings
+        self.model = env.get("OPENAI_MODEL") or settings.model
+        key = api_key if api_key is not None else env.get("OPENAI_API_KEY", "")
+        self.base_url = (base_url or env.get("OPENAI_BASE_URL") or OPENAI_URL).rstrip("/")
+        self.available = bool(key and key.strip())
+        self.backoff_s = backoff_s
+        # OpenAI itself wants max_completion_tokens; compatible servers widely know only max_tokens.
+        self._max_tokens_param = ("max_completion_tokens" if "api.openai.com" in self.base_url
+                                  else "max_tokens")
+        self._client = (openai.OpenAI(api_key=key, base_url=self.base_url, max_retries=0,
+                                      timeout=self._timeout(settings.timeout_total, settings.timeout_first_token),
+                                      http_client=http_client)
+                        if self.available else None)
+        self._intents: OrderedDict[tuple[str, tuple[str, ...]], str | None] = OrderedDict()
+        self._intents_lock = threading.Lock()
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"OpenAIChat(model={self.model!r}, base_url={self.base_url!r}, available={self.available})"
+
+    def _timeout(self, total: float, first_token: float) -> httpx2.Timeout:
+        return httpx2.Timeout(total, connect=min(self.settings.timeout_connect, total), read=first_token)
+
+    def stream(self, messages: list[dict[str, Any]], *, max_tokens: int | None = None,
+               deadline_s: float | None = None, first_token_s: float | None = None,
+               temperature: float | None = None) -> LLMStream:
+        """Start a reply; iterate the result for text deltas (see :class:`LLMStream`).
+
+        Args:
+            messages: chat messages, e.g. from :func:`bot.prompting.build_messages`.
+            max_tokens: output cap (default ``settings.max_tokens``).
+            deadline_s: hard limit for the whole reply (default ``settings.timeout_total``).
+            first_token_s: limit until the first text (default ``settings.timeout_first_token``).
+            temperature: default ``settings.temperature``.
+
+        Raises:
+            LLMError: ``no_key`` at once when no API key is configured (no request is made).
+        """
+        if self._client is None:
+            raise LLMError("no_key", "OPENAI_API_KEY is not set")
+        s = self.settings
+        total = deadline_s if deadline_s is not None else s.timeout_total
+        first = min(first_token_s if first_token_s is not None else s.timeout_first_token, total)
+        request = {"model": self.model, "messages": messages, "stream": True,
+                   "stream_options": {"include_usage": True},
+                   "temperature": s.temperature if temperature is None else temperature,
+                   self._max_tokens_param: max_tokens or s.max_tokens,
+                   "timeout": self._timeout(total, first)}
+        return LLMStream(lambda stream: self._run(stream, request, total, first))
+
+    def complete(self, messages: list[dict[str, Any]], **kw: Any) -> tuple[str, LLMUsage]:
+        """The whole reply at once: ``stream(messages, **kw)`` joined. Same errors as stream()."""
+        stream = self.stream(messages, **kw)
+        text = stream.text()
+        assert stream.usage is not None
+        return text, stream.usage
+
+    def _run(self, stream: LLMStream, request: dict[str, Any], total: float, first: float) -> Iterator[str]:
+        start = time.monotonic()
+        hard, first_by = start + total, start + first
+        events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        cancel = threading.Event()
+        threading.Thread(target=self._produce, args=(request, events, cancel, min(hard, first_by)),
+                         name="llm-stream", daemon=True).start()
+        parts: list[str] = []
+        first_at: float | None = None
+        finish: str | None = None
+        error: LLMError | None = None
+        counted: tuple[int, int] | None = None
+        request_id, retries, model = None, 0, self.model
+        try:
+            while True:
+                limit = hard if first_at is not None else min(hard, first_by)
+                try:
+                    event = events.get(timeout=max(limit - time.monotonic(), 0.0))
+                except queue.Empty:
+                    waited = "the first token" if first_at is None else "the end of the reply"
+                    error = LLMError("timeout", f"no {waited} within {limit - start:.1f} s")
+                    break
+                tag = event[0]
+                if tag == "text":
+                    if first_at is None:
+                        first_at = time.monotonic()
+                    parts.append(event[1])
+                    yield event[1]
+                elif tag == "finish":
+                    finish = event[1]
+                    if finish == "content_filter":
+                        error = LLMError("refused", "stopped by the provider's content filter")
+                        break
+                elif tag == "usage":
+                    counted = (event[1], event[2])
+                elif tag == "meta":
+                    request_id, retries, model = event[1], event[2], event[3] or model
+                elif tag == "refusal":
+                    error = LLMError("refused", "the model refused")
+                    break
+                elif tag == "error":
+                    error, retries = event[1], event[2]
+                    request_id = request_id or error.request_id
+                    break
+                else:  # "end"
+                    if finish is None and error is None:
+                        error = LLMError("unavailable", "the stream ended without a finish reason")
+                    elif not parts and error is None:
+                        error = LLMError("unavailable", "the model returned no text")
+                    break
+        finally:
+            cancel.set()
+            text = "".join(parts)
+            failed = error is not None and first_at is None
+            estimated = counted is None and not failed
+            if counted is None:
+                counted = (0, 0) if failed else (estimate_message_tokens(request["messages"]), estimate_tokens(text))
+            stream.usage = LLMUsage(
+                model=model, prompt_tokens=counted[0], completion_tokens=counted[1],
+                latency_s=time.monotonic() - start,
+                first_token_s=None if first_at is None else first_at - start,
+                finish_reason=finish, incomplete=first_at is not None and (finish is None or error is not None),
+                error=error.kind if error else None, estimated=estimated, request_id=request_id, retries=retries)
+            self._log(stream.usage, error)
+        if error is not None and first_at is None:
+            if error.request_id is None and request_id is not None:
+                error.request_id = request_id
+            raise error
+
+    def _log(self, usage: LLMUsage, error: LLMError | None) -> None:
+        if error is None and not usage.incomplete:
+            log.debug("LLM reply: model=%s tokens=%d+%d first_token=%.3fs latency=%.3fs finish=%s "
+                      "request_id=%s", usage.model, usage.prompt_tokens, usage.completion_tokens,
+                      usage.first_token_s or 0.0, usage.latency_s, usage.finish_reason, usage.request_id)
+            return
+        what = "LLM reply incomplete" if usage.first_token_s is not None else "LLM call failed"
+        log.warning("%s: kind=%s status=%s request_id=%s model=%s retries=%d latency=%.3fs", what,
+                    usage.error or "abandoned", error.status_code if error else None,
+                    (error.request_id if error else None) or usage.request_id, usage.model,
+                    usage.retries, usage.latency_s)
+
+    def _produce(self, request: dict[str, Any], events: queue.SimpleQueue[tuple[Any, ...]],
+                 cancel: threading.Event, retry_by: float) -> None:
+        """Reader thread: call the API (retrying before the first byte) and queue what arrives."""
+        assert self._client is not None
+        retries = 0
+        try:
+            while True:
+                try:
+                    chunks = self._client.chat.completions.create(
+                        **request, extra_headers={"x-stainless-retry-count": str(retries)})
+                    break
+                except openai.APIError as exc:
+                    delay = self._retry_delay(exc, retries)
+                    if delay is None or time.monotonic() + delay >= retry_by or cancel.is_set():
+                        raise
+                    status = getattr(exc, "status_code", None)
+                    log.info("LLM request failed (status=%s); retry %d in %.2fs", status, retries + 1, delay)
+                    retries += 1
+                    if cancel.wait(delay):
+                        return
+            with chunks:
+                if cancel.is_set():
+                    return
+                events.put(("meta", chunks.response.headers.get("x-request-id"), retries, None))
+                for chunk in chunks:
+                    if cancel.is_set():
+                        return
+                    usage = getattr(chunk, "usage", None)
+                    if usage is not None:
+                        events.put(("usage", usage.prompt_tokens or 0, usage.completion_tokens or 0))
+                    for choice in getattr(chunk, "choices", None) or ():
+                        if getattr(choice, "index", 0) != 0:
+                            continue
+                        delta = choice.delta
+                        if delta is not None and getattr(delta, "refusal", None):
+                            events.put(("refusal",))
+                            return
+                        if delta is not None and delta.content:
+                            events.put(("text", delta.content))
+                        if choice.finish_reason:
+                            events.put(("finish", choice.finish_reason))
+            events.put(("end",))
+        except Exception as exc:  # every failure reaches the consumer as an LLMError
+            if not isinstance(exc, openai.OpenAIError):
+                log.error("unexpected error in the LLM reader thread", exc_info=True)
+            events.put(("error", to_llm_error(exc), retries))
+
+    def _retry_delay(self, exc: openai.APIError, retries: int) -> float | None:
+        """Seconds to wait before retrying, or None when this failure is not retried."""
+        if retries >= self.settings.max_retries or not _should_retry(exc):
+            return None
+        if isinstance(exc, openai.APIStatusError):
+            asked = _retry_after(exc.response.headers)
+            if asked is not None and asked >= 0:
+                return asked
+        return min(self.backoff_s * 2 ** retries, MAX_BACKOFF_S) * (1 - 0.25 * random.random())
+
+    def choose_intent(self, text: str, candidates: list[tuple[str, str]], *, max_tokens: int = 20,
+                      deadline_s: float | None = None,
+                      on_usage: Callable[[LLMUsage], None] | None = None) -> str | None:
+        """Ask the model which candidate intent ``text`` means (LLM-assisted routing).
+
+        Answers are cached per normalised text and candidate set (bounded LRU); failures are not.
+
+        Args:
+            text: the visitor's message (sent as a user message, never in the system prompt).
+            candidates: ``(intent name, description)`` pairs to choose among.
+            max_tokens: output cap for the answer.
+            deadline_s: limit for the call (default ``settings.timeout_first_token``).
+            on_usage: called with the call's usage (not for cached answers), for budgets.
+
+        Returns:
+            One of the candidate names, or None for "none", an unusable answer or any LLMError.
+        """
+        if not self.available or not candidates:
+            return None
+        names = tuple(name for name, _ in candidates)
+        key = (normalise(text), names)
+        with self._intents_lock:
+            if key in self._intents:
+                self._intents.move_to_end(key)
+                return self._intents[key]
+        messages = routing_messages(text, candidates)
+        deadline = deadline_s if deadline_s is not None else self.settings.timeout_first_token
+        try:
+            answer, usage = self.complete(messages, max_tokens=max_tokens, deadline_s=deadline, temperature=0.0)
+        except LLMError as exc:
+            log.info("LLM routing gave no answer: kind=%s", exc.kind)
+            return None
+        if on_usage is not None:
+            on_usage(usage)
+        if usage.incomplete:
+            return None
+        choice = parse_choice(answer, names)
+        with self._intents_lock:
+            self._intents[key] = choice
+            while len(self._intents) > INTENT_CACHE_SIZE:
+                self._intents.popitem(last=False)
+        return choice
+
