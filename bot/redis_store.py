@@ -196,7 +196,7 @@ class RedisStore(StoreBackend):
             pipe.delete(*self._keys(cid))
             pipe.zrem(self._key("conversations"), cid)
             removed, _ = pipe.execute()
-        return removed > 0
+        return int(removed) > 0
 
     def purge(self, *, older_than: datetime) -> int:
         """Remove conversations last active before ``older_than`` (token counters expire by TTL)."""

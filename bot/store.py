@@ -6,6 +6,7 @@ import importlib
 import json
 import logging
 import math
+import os
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -88,7 +89,10 @@ class Conversation:
 
 
 class ConversationStore(Protocol):
-    """Where conversations (state + transcript), feedback and daily token counts live."""
+    """Where conversations (state + transcript), feedback and daily token counts live.
+
+    ``StoreBackend`` documents each method; every backend derives from it.
+    """
 
     def open(self, conversation_id: str, *, create: bool = True) -> ContextManager[Conversation]: ...
     def exists(self, conversation_id: str) -> bool: ...
@@ -215,6 +219,7 @@ class StoreBackend(ABC):
         self.lock_timeout = float(lock_timeout)
         self.lock_lease = float(lock_lease)
         self._local_locks = LocalLocks()
+        self._local_pid = os.getpid()
 
     @contextmanager
     def open(self, conversation_id: str, *, create: bool = True) -> Iterator[Conversation]:
@@ -227,6 +232,8 @@ class StoreBackend(ABC):
         """
         cid = check_id(conversation_id)
         deadline = time.monotonic() + self.lock_timeout
+        if os.getpid() != self._local_pid:  # forked child: the parent's threads and their locks are gone
+            self._local_locks, self._local_pid = LocalLocks(), os.getpid()
         if not self._local_locks.acquire(cid, self.lock_timeout):
             raise StoreBusyError(f"conversation {cid!r} is busy (waited {self.lock_timeout:g} s)")
         try:
@@ -307,6 +314,35 @@ class StoreBackend(ABC):
     @abstractmethod
     def _history(self, cid: str, first_seq: int, limit: int | None) -> list[dict[str, Any]]:
         """Saved turns with seq >= first_seq (only the last ``limit``), oldest first."""
+
+    @abstractmethod
+    def transcript(self, conversation_id: str, *, limit: int | None = None) -> list[dict[str, Any]] | None:
+        """Every turn (or the last ``limit``) oldest first, with ``seq`` and ``feedback`` if voted;
+        None for an unknown id. Turns outlive the idle expiry: only ``delete``/``purge`` drop them."""
+
+    @abstractmethod
+    def add_feedback(self, conversation_id: str, turn_id: str, rating: str, comment: str = "") -> bool:
+        """Record the vote (``up``/``down``) on a turn, replacing an earlier one; False if no such turn."""
+
+    @abstractmethod
+    def iter_turns(self, *, since: datetime | None = None) -> Iterator[dict[str, Any]]:
+        """Turns of all conversations with ``created_at >= since``, oldest first, with ``conversation_id``."""
+
+    @abstractmethod
+    def delete(self, conversation_id: str) -> bool:
+        """Forget state, transcript and feedback; False if there was nothing."""
+
+    @abstractmethod
+    def purge(self, *, older_than: datetime) -> int:
+        """Delete conversations last active before ``older_than``; returns how many."""
+
+    @abstractmethod
+    def add_tokens_today(self, tokens: int, *, day: str | None = None) -> int:
+        """Add to the LLM token counter of ``day`` (YYYY-MM-DD, default today in UTC); the new total."""
+
+    @abstractmethod
+    def tokens_today(self, *, day: str | None = None) -> int:
+        """The LLM token counter of ``day`` (default today in UTC)."""
 
     def ping(self) -> None:
         """Raise StoreError if the backend cannot be reached."""
