@@ -92,10 +92,14 @@ def _edit_distance(a: str, b: str, limit: int) -> int:
 
 
 def fuzzy_limit(word: str) -> int:
-    """How many edits a typo of ``word`` may have: 0 under 4 letters, 1 up to 8, then 2."""
-    if len(word) < 4:
+    """Edits a typo of ``word`` may have: similarity 1 - edits/len must stay >= 0.8.
+
+    So 4-letter words must be exact ("gold" is not "golf"), 5-9 letters allow one edit
+    (a swap of two neighbours counts as one), 10 and more allow two.
+    """
+    if len(word) < 5:
         return 0
-    return 1 if len(word) <= 8 else 2
+    return 1 if len(word) < 10 else 2
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,7 @@ class EntityExtractor:
         self._fuzzy: list[_Lookup] = []
         self._max_tokens = 1
         self._surface: dict[str, list[str]] = {}
+        self._spellings: dict[str, list[str]] = {}  # regex per distinct token sequence, for patterns
         for name, edef in self.defs.items():
             if edef.kind in BUILTIN_ENTITIES:
                 self._aliases[name] = edef.kind
@@ -138,9 +143,11 @@ class EntityExtractor:
                 raise UnknownEntityError(f"entity {name!r} has unknown kind {edef.kind!r}")
 
     def _add_lookup(self, edef: EntityDef) -> None:
-        forms: list[str] = []
+        per_value: list[list[str]] = []
+        seen: set[str] = set()
         for canonical, synonyms in edef.values.items():
-            for surface in (canonical.replace("_", " "), *synonyms):
+            forms: list[str] = []
+            for surface in (*synonyms, canonical.replace("_", " ")):
                 toks = [t for t, _, _ in _tokens(surface)]
                 if not toks:
                     continue
@@ -148,12 +155,19 @@ class EntityExtractor:
                 bucket = self._lookup.setdefault(entry.compact, [])
                 if not any(e.entity == edef.name for e in bucket):
                     bucket.append(entry)
-                    if edef.fuzzy and len(entry.compact) >= 4:
+                    if edef.fuzzy and fuzzy_limit(entry.compact) > 0:
                         self._fuzzy.append(entry)
                 self._max_tokens = max(self._max_tokens, len(toks))
-                if all(_compact(f) != entry.compact for f in forms):
+                spelled = r"[\W_]*".join(re.escape(t) for t in toks)
+                if spelled not in self._spellings.setdefault(edef.name, []):
+                    self._spellings[edef.name].append(spelled)
+                if entry.compact not in seen:
+                    seen.add(entry.compact)
                     forms.append(surface)
-        self._surface[edef.name] = forms
+            per_value.append(forms)
+        # round robin over values, so the first few forms name different values
+        depth = max((len(f) for f in per_value), default=0)
+        self._surface[edef.name] = [f[i] for i in range(depth) for f in per_value if i < len(f)]
 
     @property
     def names(self) -> list[str]:
@@ -173,9 +187,7 @@ class EntityExtractor:
     def surface_pattern(self, name: str) -> str:
         """A regex (no capturing groups) matching the entity's surface forms, for patterns."""
         if name in self._surface:
-            alts = sorted(self._surface[name], key=len, reverse=True)
-            parts = [r"[\W_]*".join(re.escape(t) for t, _, _ in _tokens(a)) for a in alts]
-            return "(?:" + "|".join(parts) + ")"
+            return "(?:" + "|".join(sorted(self._spellings[name], key=len, reverse=True)) + ")"
         if name in self._regexes:
             return "(?:" + self._regexes[name].pattern + ")"
         if name in self._aliases:
@@ -240,7 +252,7 @@ class EntityExtractor:
         for n in range(min(len(toks) - i, self._max_tokens), 0, -1):
             window = [t for t, _, _ in toks[i:i + n]]
             compact = "".join(window)
-            if len(compact) < 4 or (n == 1 and compact in _COMMON_WORDS) or compact.isdigit():
+            if len(compact) < 5 or (n == 1 and compact in _COMMON_WORDS) or compact.isdigit():
                 continue
             best: tuple[int, _Lookup] | None = None
             for entry in self._fuzzy:
