@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import secrets
 import time
-import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -18,17 +16,12 @@ from .actions import ActionRegistry, Context, Reply
 from .config import Config, Source, load_config
 from .errors import ActionError
 from .flows import Engine
+from .router import clean as clean_text
 from .turns import TurnRunner
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ACTION_TIMEOUT = 10.0
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]")
-
-
-def clean_text(text: str) -> str:
-    """NFC-normalise, drop control and invisible formatting characters, trim."""
-    return _CONTROL.sub("", unicodedata.normalize("NFC", text)).strip()
 
 
 @dataclass
@@ -152,6 +145,7 @@ class Bot:
     def run_action(self, name: str, fields: dict[str, Any], source: Source) -> Reply:
         """Call a handler with a time limit; every failure becomes an ActionError naming the step."""
         if name not in self.actions:
+            log.error("%s: no action %r is registered", source, name)
             raise ActionError(name, "no handler with this name is registered", str(source))
         ctx = Context(**fields, log=logging.getLogger(f"bot.actions.{name}"))
         started = time.perf_counter()
@@ -159,6 +153,8 @@ class Bot:
         try:
             result = future.result(timeout=self.action_timeout)
         except FutureTimeout:
+            log.error("%s: action %r took longer than %g s; the visitor got the flow's error text", source, name,
+                      self.action_timeout)
             raise ActionError(name, f"took longer than {self.action_timeout:g} s", str(source)) from None
         except Exception as exc:
             log.error("%s: action %r raised %s: %s", source, name, type(exc).__name__, exc,
@@ -171,5 +167,7 @@ class Bot:
             return Reply(text=result)
         if isinstance(result, Reply):
             return result
+        log.error("%s: action %r returned %s; a handler returns str, Reply or None", source, name,
+                  type(result).__name__)
         raise ActionError(name, f"returned {type(result).__name__}; a handler returns str, Reply or None",
                           str(source))

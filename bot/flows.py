@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 MAX_STEPS_PER_TURN = 200
 MAX_STACK = 4
+INTERRUPT_SCORE = 0.5  # mid-flow, a classifier match must be at least this sure to interrupt
 COMMANDS = {
     "cancel": {"cancel", "stop", "never mind", "nevermind", "forget it", "quit", "abort"},
     "restart": {"restart", "start over", "reset", "start again"},
@@ -96,6 +97,10 @@ class _Turn:
         self.cid, self.user, self.now = cid, user, now
         self.out = Outcome(kind=route.kind, intent=route.intent)
         self.steps = 0
+
+    @property
+    def threshold(self) -> float:
+        return self.e.config.intents.router.threshold
 
     @property
     def stack(self) -> list[dict]:
@@ -221,8 +226,9 @@ class _Turn:
         program = self.e.programs[frame["flow"]]
         slot = program.flow.slots[frame["asking"]]
         route = self.route
-        strong_other = (route.intent not in (None, OUT_OF_SCOPE) and route.kind in ("rule", "classifier")
-                        and route.intent not in program.flow.triggers)
+        strong_other = (route.intent not in (None, OUT_OF_SCOPE) and route.intent not in program.flow.triggers
+                        and (route.kind == "rule" or (route.kind == "classifier"
+                                                      and route.score >= max(INTERRUPT_SCORE, self.threshold))))
         filled = self.e.filler.fill(slot, self.text, route, frame, self.context_fields(frame), self.now)
         if filled.error is not None:
             self.handler_failed(frame, filled.error)

@@ -24,8 +24,7 @@ def execute(turn: "_Turn", frame: dict, program: Program, ins: Instruction) -> b
     """Run one instruction; True to go on with the next, False when the turn waits or the flow left."""
     try:
         return _STEP[ins.op](turn, frame, program, ins)
-    except ActionError as exc:
-        log.error("%s: %s", ins.source, exc)
+    except ActionError as exc:  # already logged where it happened, with the step's file:line
         turn.handler_failed(frame, exc)
     except Exception as exc:  # a template that fails at run time: log it, never show it
         log.error("%s: step %r failed in flow %r: %s: %s", ins.source, ins.op, frame["flow"],
