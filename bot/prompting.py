@@ -50,10 +50,8 @@ def estimate_tokens(text: str) -> int:
     tokens = 0
     for piece in _PIECE.findall(text):
         word = piece.lstrip(" ")
-        if not word:  # spaces only
+        if not word or word[0].isspace():  # a run of whitespace
             tokens += 1
-        elif word[0].isspace():
-            tokens += 1 if "\n" not in word else word.count("\n")
         elif word[0].isdigit():
             tokens += 1
         elif word[0].isalpha() or word[0] == "'":
