@@ -91,6 +91,10 @@ def _edit_distance(a: str, b: str, limit: int) -> int:
     return prev[-1]
 
 
+def _digits(word: str) -> str:
+    return "".join(ch for ch in word if ch.isdigit())
+
+
 def fuzzy_limit(word: str) -> int:
     """Edits a typo of ``word`` may have: similarity 1 - edits/len must stay >= 0.8.
 
@@ -257,6 +261,8 @@ class EntityExtractor:
             best: tuple[int, _Lookup] | None = None
             for entry in self._fuzzy:
                 if entry.entity not in wanted or entry.n_tokens != n or entry.compact[0] != compact[0]:
+                    continue
+                if _digits(compact) != _digits(entry.compact):  # "x5" is never a typo of "x3"
                     continue
                 limit = fuzzy_limit(entry.compact)
                 dist = _edit_distance(compact, entry.compact, limit)
