@@ -114,15 +114,9 @@ def _error_kind(status: int | None, body: Any) -> str:
     if "content_filter" in marker or "content_policy" in marker:
         return "refused"
     if status is None:  # an error event in the middle of a stream
-        return ("rate_limit" if "rate_limit" in marker else
-                "bad_request" if "invalid_request" in marker else "unavailable")
-    if status == 408:
-        return "timeout"
-    if status == 429:
-        return "rate_limit"
-    if status in (401, 403) or status == 409 or status >= 500:
-        return "unavailable"
-    return "bad_request"
+        status = 429 if "rate_limit" in marker else 400 if "invalid_request" in marker else 500
+    by_status = {408: "timeout", 429: "rate_limit", 401: "unavailable", 403: "unavailable", 409: "unavailable"}
+    return by_status.get(status, "unavailable" if status >= 500 else "bad_request")
 
 
 def to_llm_error(exc: BaseException) -> LLMError:
@@ -142,20 +136,15 @@ def to_llm_error(exc: BaseException) -> LLMError:
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds the server asked us to wait (``retry-after-ms`` or ``retry-after``), if any."""
+    """Seconds the server asked us to wait (``retry-after-ms``, or ``retry-after`` as seconds or a date)."""
+    ms, value = headers.get("retry-after-ms"), headers.get("retry-after") or ""
     try:
-        if headers.get("retry-after-ms"):
-            return float(headers["retry-after-ms"]) / 1000
-        value = headers.get("retry-after")
-        if value:
-            try:
-                return float(value)
-            except ValueError:
-                parsed = email.utils.parsedate_to_datetime(value)
-                return parsed.timestamp() - time.time()
-    except (TypeError, ValueError, OverflowError):
-        pass
-    return None
+        return float(ms) / 1000 if ms else float(value) if value else None
+    except ValueError:
+        try:
+            return email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, OverflowError):
+            return None
 
 
 def _should_retry(exc: openai.APIError) -> bool:
@@ -184,11 +173,6 @@ class OpenAIChat:
         env: where to read the variables (default ``os.environ``); ``OPENAI_MODEL`` overrides
             ``settings.model``.
         backoff_s: first retry delay when the server gives no ``Retry-After``.
-
-    Example:
-        >>> llm = OpenAIChat(settings)
-        >>> for delta in llm.stream(messages):
-        ...     send(delta)
     """
 
     def __init__(self, settings: LLMSettings, *, api_key: str | None = None, base_url: str | None = None,
@@ -201,8 +185,7 @@ class OpenAIChat:
         self.available = bool(key and key.strip())
         self.backoff_s = backoff_s
         # OpenAI itself wants max_completion_tokens; compatible servers widely know only max_tokens.
-        self._max_tokens_param = ("max_completion_tokens" if "api.openai.com" in self.base_url
-                                  else "max_tokens")
+        self._max_tokens_param = "max_completion_tokens" if "api.openai.com" in self.base_url else "max_tokens"
         self._client = (openai.OpenAI(api_key=key, base_url=self.base_url, max_retries=0,
                                       timeout=self._timeout(settings.timeout_total, settings.timeout_first_token),
                                       http_client=http_client)
@@ -221,12 +204,10 @@ class OpenAIChat:
                temperature: float | None = None) -> LLMStream:
         """Start a reply; iterate the result for text deltas (see :class:`LLMStream`).
 
-        Args:
-            messages: chat messages, e.g. from :func:`bot.prompting.build_messages`.
-            max_tokens: output cap (default ``settings.max_tokens``).
-            deadline_s: hard limit for the whole reply (default ``settings.timeout_total``).
-            first_token_s: limit until the first text (default ``settings.timeout_first_token``).
-            temperature: default ``settings.temperature``.
+        ``messages`` usually come from :func:`bot.prompting.build_messages`. ``max_tokens``,
+        ``temperature``, ``deadline_s`` (the whole reply) and ``first_token_s`` (until the first
+        text) default to the settings' ``max_tokens``, ``temperature``, ``timeout_total`` and
+        ``timeout_first_token``. The request starts when iteration starts.
 
         Raises:
             LLMError: ``no_key`` at once when no API key is configured (no request is made).
@@ -262,7 +243,7 @@ class OpenAIChat:
         finish: str | None = None
         error: LLMError | None = None
         counted: tuple[int, int] | None = None
-        request_id, retries, model = None, 0, self.model
+        request_id, retries = None, 0
         try:
             while True:
                 limit = hard if first_at is not None else min(hard, first_by)
@@ -280,25 +261,14 @@ class OpenAIChat:
                     yield event[1]
                 elif tag == "finish":
                     finish = event[1]
-                    if finish == "content_filter":
-                        error = LLMError("refused", "stopped by the provider's content filter")
-                        break
                 elif tag == "usage":
                     counted = (event[1], event[2])
                 elif tag == "meta":
-                    request_id, retries, model = event[1], event[2], event[3] or model
-                elif tag == "refusal":
-                    error = LLMError("refused", "the model refused")
-                    break
-                elif tag == "error":
-                    error, retries = event[1], event[2]
-                    request_id = request_id or error.request_id
-                    break
-                else:  # "end"
-                    if finish is None and error is None:
-                        error = LLMError("unavailable", "the stream ended without a finish reason")
-                    elif not parts and error is None:
-                        error = LLMError("unavailable", "the model returned no text")
+                    request_id, retries = event[1], event[2]
+                else:  # "error" or "end"
+                    if tag == "error":
+                        error, retries = event[1], event[2]
+                        request_id = request_id or error.request_id
                     break
         finally:
             cancel.set()
@@ -308,28 +278,25 @@ class OpenAIChat:
             if counted is None:
                 counted = (0, 0) if failed else (estimate_message_tokens(request["messages"]), estimate_tokens(text))
             stream.usage = LLMUsage(
-                model=model, prompt_tokens=counted[0], completion_tokens=counted[1],
+                model=self.model, prompt_tokens=counted[0], completion_tokens=counted[1],
                 latency_s=time.monotonic() - start,
                 first_token_s=None if first_at is None else first_at - start,
                 finish_reason=finish, incomplete=first_at is not None and (finish is None or error is not None),
                 error=error.kind if error else None, estimated=estimated, request_id=request_id, retries=retries)
             self._log(stream.usage, error)
         if error is not None and first_at is None:
-            if error.request_id is None and request_id is not None:
-                error.request_id = request_id
+            error.request_id = error.request_id or request_id
             raise error
 
     def _log(self, usage: LLMUsage, error: LLMError | None) -> None:
-        if error is None and not usage.incomplete:
-            log.debug("LLM reply: model=%s tokens=%d+%d first_token=%.3fs latency=%.3fs finish=%s "
-                      "request_id=%s", usage.model, usage.prompt_tokens, usage.completion_tokens,
-                      usage.first_token_s or 0.0, usage.latency_s, usage.finish_reason, usage.request_id)
-            return
-        what = "LLM reply incomplete" if usage.first_token_s is not None else "LLM call failed"
-        log.warning("%s: kind=%s status=%s request_id=%s model=%s retries=%d latency=%.3fs", what,
-                    usage.error or "abandoned", error.status_code if error else None,
-                    (error.request_id if error else None) or usage.request_id, usage.model,
-                    usage.retries, usage.latency_s)
+        """One line per call: status code and request id, never the key or the provider's text."""
+        fine = error is None and not usage.incomplete
+        what = "LLM reply" if fine else "LLM reply incomplete" if usage.first_token_s is not None else "LLM call failed"
+        log.log(logging.DEBUG if fine else logging.WARNING,
+                "%s: kind=%s status=%s request_id=%s model=%s tokens=%d+%d retries=%d first_token=%s latency=%.3fs",
+                what, usage.error or ("ok" if fine else "abandoned"), error.status_code if error else None,
+                usage.request_id, usage.model, usage.prompt_tokens, usage.completion_tokens, usage.retries,
+                None if usage.first_token_s is None else round(usage.first_token_s, 3), usage.latency_s)
 
     def _produce(self, request: dict[str, Any], events: queue.SimpleQueue[tuple[Any, ...]],
                  cancel: threading.Event, retry_by: float) -> None:
@@ -346,15 +313,14 @@ class OpenAIChat:
                     delay = self._retry_delay(exc, retries)
                     if delay is None or time.monotonic() + delay >= retry_by or cancel.is_set():
                         raise
-                    status = getattr(exc, "status_code", None)
-                    log.info("LLM request failed (status=%s); retry %d in %.2fs", status, retries + 1, delay)
+                    log.info("LLM request failed (status=%s); retry %d in %.2fs",
+                             getattr(exc, "status_code", None), retries + 1, delay)
                     retries += 1
                     if cancel.wait(delay):
                         return
             with chunks:
-                if cancel.is_set():
-                    return
-                events.put(("meta", chunks.response.headers.get("x-request-id"), retries, None))
+                events.put(("meta", chunks.response.headers.get("x-request-id"), retries))
+                texts, finish = 0, None
                 for chunk in chunks:
                     if cancel.is_set():
                         return
@@ -362,16 +328,22 @@ class OpenAIChat:
                     if usage is not None:
                         events.put(("usage", usage.prompt_tokens or 0, usage.completion_tokens or 0))
                     for choice in getattr(chunk, "choices", None) or ():
-                        if getattr(choice, "index", 0) != 0:
-                            continue
-                        delta = choice.delta
+                        delta = choice.delta if getattr(choice, "index", 0) == 0 else None
                         if delta is not None and getattr(delta, "refusal", None):
-                            events.put(("refusal",))
-                            return
+                            raise LLMError("refused", "the model refused")
                         if delta is not None and delta.content:
+                            texts += 1
                             events.put(("text", delta.content))
-                        if choice.finish_reason:
-                            events.put(("finish", choice.finish_reason))
+                            time.sleep(0)  # hand the GIL to the consumer: forward each delta at once
+                        if getattr(choice, "index", 0) == 0 and choice.finish_reason:
+                            finish = choice.finish_reason
+                            events.put(("finish", finish))
+                            if finish == "content_filter":
+                                raise LLMError("refused", "stopped by the provider's content filter")
+            if finish is None:
+                raise LLMError("unavailable", "the stream ended without a finish reason")
+            if not texts:
+                raise LLMError("unavailable", "the model returned no text")
             events.put(("end",))
         except Exception as exc:  # every failure reaches the consumer as an LLMError
             if not isinstance(exc, openai.OpenAIError):
@@ -391,19 +363,12 @@ class OpenAIChat:
     def choose_intent(self, text: str, candidates: list[tuple[str, str]], *, max_tokens: int = 20,
                       deadline_s: float | None = None,
                       on_usage: Callable[[LLMUsage], None] | None = None) -> str | None:
-        """Ask the model which candidate intent ``text`` means (LLM-assisted routing).
+        """Ask the model which of ``(name, description)`` candidates ``text`` means, or None.
 
-        Answers are cached per normalised text and candidate set (bounded LRU); failures are not.
-
-        Args:
-            text: the visitor's message (sent as a user message, never in the system prompt).
-            candidates: ``(intent name, description)`` pairs to choose among.
-            max_tokens: output cap for the answer.
-            deadline_s: limit for the call (default ``settings.timeout_first_token``).
-            on_usage: called with the call's usage (not for cached answers), for budgets.
-
-        Returns:
-            One of the candidate names, or None for "none", an unusable answer or any LLMError.
+        None stands for "none", an answer naming no single candidate, and any LLMError. Answers
+        are cached per normalised text and candidate set (bounded LRU); failures are not.
+        ``deadline_s`` defaults to ``settings.timeout_first_token``; ``on_usage`` receives the
+        usage of each real call (for budgets).
         """
         if not self.available or not candidates:
             return None

@@ -1,0 +1,135 @@
+"""Overhead of the LLM fallback path over the bare openai client, against one local fake server.
+
+Both sides stream the same reply from the same :class:`bot.fake_openai.FakeOpenAI` in the same
+run, interleaved request by request so drift hits both equally. "bare" is
+``openai.OpenAI().chat.completions.create(stream=True)`` on prebuilt messages; "hybridbot" builds
+the messages (system prompt, demo knowledge, history window) and streams through
+``OpenAIChat.stream`` (reader thread, deadlines, usage). To measure a longer path (e.g.
+``Bot.handle``) pass ``run(reply=...)`` a function ``(user_text) -> iterable of text deltas``.
+
+Usage: ``python -m bench.run llm`` (or ``python -m bench.llm_overhead``).
+"""
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+import openai
+
+from bot.config import LLMSettings
+from bot.fake_openai import FakeOpenAI
+from bot.llm import OpenAIChat
+from bot.prompting import build_messages, format_knowledge, load_knowledge
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+REQUESTS = 200
+WARMUP = 20
+REPLY = ("We have three models in stock right now: the compact X3, the Sedan S and the Tourer, "
+         "each available for a test drive this week.")
+HISTORY = [("user", "hi"), ("assistant", "Hello! How can I help you today?"),
+           ("user", "do you sell electric cars"), ("assistant", "Yes, the X3 comes as an electric model.")]
+SETTINGS = LLMSettings(system_prompt="You are the assistant of Northwind Motors, a car dealership. "
+                                     "Answer briefly and only about the dealership.",
+                       unavailable=("Sorry, I can't answer that right now.",), model="fake-1")
+
+Reply = Callable[[str], Iterable[str]]
+
+
+def hybridbot_reply(base_url: str, settings: LLMSettings = SETTINGS) -> Reply:
+    """Our path: build messages (with the demo bot's knowledge) and stream via OpenAIChat."""
+    llm = OpenAIChat(settings, api_key="bench", base_url=base_url, env={})
+    knowledge = format_knowledge(load_knowledge(ROOT, settings.knowledge))
+
+    def reply(text: str) -> Iterable[str]:
+        messages = build_messages(settings, knowledge_text=knowledge, history=HISTORY, user_text=text)
+        return llm.stream(messages)
+    return reply
+
+
+def bare_reply(base_url: str, settings: LLMSettings = SETTINGS) -> Reply:
+    """The openai client alone, on the same messages built once up front."""
+    client = openai.OpenAI(api_key="bench", base_url=base_url, max_retries=0, timeout=settings.timeout_total)
+    knowledge = format_knowledge(load_knowledge(ROOT, settings.knowledge))
+    prebuilt = build_messages(settings, knowledge_text=knowledge, history=HISTORY, user_text="")
+
+    def reply(text: str) -> Iterable[str]:
+        messages = prebuilt[:-1] + [{"role": "user", "content": text}]
+        stream = client.chat.completions.create(model=settings.model, messages=messages, stream=True,
+                                                stream_options={"include_usage": True},
+                                                max_tokens=settings.max_tokens, temperature=settings.temperature)
+        for chunk in stream:
+            for choice in chunk.choices:
+                if choice.delta.content:
+                    yield choice.delta.content
+    return reply
+
+
+def measure(reply: Reply, text: str) -> tuple[float, float, str]:
+    """(seconds to first delta, seconds to the end, the text) of one reply."""
+    start = time.perf_counter()
+    first = None
+    parts = []
+    for delta in reply(text):
+        if first is None:
+            first = time.perf_counter()
+        parts.append(delta)
+    end = time.perf_counter()
+    return (first or end) - start, end - start, "".join(parts)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def run(reply: Reply | None = None, *, requests: int = REQUESTS, label: str = "hybridbot") -> str:
+    """Measure and return the ``## LLM fallback overhead`` section of bench/RESULTS.md."""
+    with FakeOpenAI(REPLY) as fake:
+        ours = reply or hybridbot_reply(fake.base_url)
+        bare = bare_reply(fake.base_url)
+        results: dict[str, list[tuple[float, float]]] = {"bare": [], label: []}
+        for n in range(WARMUP + requests):
+            order = [("bare", bare), (label, ours)] if n % 2 else [(label, ours), ("bare", bare)]
+            for name, fn in order:
+                ttft, total, text = measure(fn, f"question number {n}")
+                if text != REPLY:
+                    raise RuntimeError(f"{name} returned {text!r}, expected the scripted reply")
+                if n >= WARMUP:
+                    results[name].append((ttft, total))
+        chunks = len(fake.requests[-1].body["messages"])
+    rows = []
+    stats: dict[str, dict[str, float]] = {}
+    for name, values in results.items():
+        ttfts, totals = [v[0] * 1000 for v in values], [v[1] * 1000 for v in values]
+        stats[name] = {"ttft50": statistics.median(ttfts), "ttft99": percentile(ttfts, 99),
+                       "total50": statistics.median(totals), "total99": percentile(totals, 99)}
+        s = stats[name]
+        rows.append(f"| {name} | {s['ttft50']:.2f} | {s['ttft99']:.2f} | {s['total50']:.2f} | {s['total99']:.2f} |")
+    ttft_over = stats[label]["ttft50"] - stats["bare"]["ttft50"]
+    total_over = stats[label]["total50"] - stats["bare"]["total50"]
+    verdict = "meets" if ttft_over <= 10 else "MISSES"
+    return "\n".join([
+        "## LLM fallback overhead",
+        "",
+        f"{requests} streamed replies each ({WARMUP} warm-up), interleaved, from one local `FakeOpenAI` "
+        f"(`bot/fake_openai.py`, no token delay, {len(REPLY.split())} words in {len(REPLY.split())} SSE "
+        f"chunks, {chunks} messages per request incl. the demo knowledge). Times in ms.",
+        "",
+        "| path | first token p50 | first token p99 | total p50 | total p99 |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+        f"Overhead at p50: **{ttft_over:+.2f} ms to first token**, {total_over:+.2f} ms in total "
+        f"({verdict} the <= 10 ms target). `{label}` includes building the messages and the reader "
+        "thread that enforces the deadlines; `bare` is `openai.OpenAI().chat.completions.create(stream=True)`.",
+    ])
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    print(run())
