@@ -334,7 +334,8 @@ class OpenAIChat:
                         if delta is not None and delta.content:
                             texts += 1
                             events.put(("text", delta.content))
-                            time.sleep(0)  # hand the GIL to the consumer: forward each delta at once
+                            if texts == 1:
+                                time.sleep(0)  # hand the GIL to the consumer: the first token goes out at once
                         if getattr(choice, "index", 0) == 0 and choice.finish_reason:
                             finish = choice.finish_reason
                             events.put(("finish", finish))
