@@ -89,6 +89,16 @@ def percentile(values: list[float], q: float) -> float:
 
 def run(reply: Reply | None = None, *, requests: int = REQUESTS, label: str = "hybridbot") -> str:
     """Measure and return the ``## LLM fallback overhead`` section of bench/RESULTS.md."""
+    transport_log = logging.getLogger("httpx2")
+    level = transport_log.level
+    transport_log.setLevel(logging.WARNING)  # one INFO line per request would be measured too
+    try:
+        return _run(reply, requests, label)
+    finally:
+        transport_log.setLevel(level)
+
+
+def _run(reply: Reply | None, requests: int, label: str) -> str:
     with FakeOpenAI(REPLY) as fake:
         ours = reply or hybridbot_reply(fake.base_url)
         bare = bare_reply(fake.base_url)
