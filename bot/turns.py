@@ -103,7 +103,7 @@ class TurnRunner:
                 raise LLMError("no_key")
             check_budget(settings, used, bot.store.tokens_today())
             messages = build_messages(settings, knowledge_text=self.knowledge_text,
-                                      history=history_pairs(conv.history()), user_text=turn.text_in,
+                                      history=history_pairs(conv.history(limit=settings.history_turns)), user_text=turn.text_in,
                                       prompt=effect.prompt)
             stream = bot.llm.stream(messages, max_tokens=effect.max_tokens)
             for delta in stream:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import textwrap
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,8 +13,7 @@ from bot.config import load_config
 from bot.store import MemoryStore
 from bot.testing import ChatTester, FakeLLM
 
-MINIMAL = Path(__file__).parent / "data" / "minimal"
-NOW = datetime(2026, 11, 25, 10, 0)  # a Wednesday
+from botdata import MINIMAL, NOW  # noqa: F401 - NOW is re-exported for fixtures' users
 
 
 @pytest.fixture(scope="session")

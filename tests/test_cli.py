@@ -10,7 +10,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from bot.cli import cli
-from conftest import MINIMAL
+from botdata import MINIMAL
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -5,7 +5,7 @@ import logging
 
 from bot.actions import Reply
 from bot.testing import ChatTester, FakeLLM
-from conftest import NOW
+from botdata import NOW
 
 INTENTS = """\
     version: 1
