@@ -15,9 +15,11 @@ from .inventory import car
 log = logging.getLogger(__name__)
 
 BOOKING_HORIZON_DAYS = 90
-# "Change something" -> which slot to empty so the flow asks for it again.
-CHANGEABLE = {"model": "car_model", "day": "date", "date": "date", "time": "time", "name": "name",
-              "contact details": "contact", "contact": "contact"}
+# Words in "change the time" -> the slot to empty so the flow asks for it again.
+CHANGEABLE = {"car": "car_model", "model": "car_model", "day": "date", "date": "date", "time": "time",
+              "name": "name", "contact": "contact", "phone": "contact", "e-mail": "contact", "email": "contact",
+              "number": "contact"}
+WHAT_TO_CHANGE = "Sure. What would you like to change: the car, the day, the time, your name or your contact details?"
 _NAME_PREFIX = re.compile(r"^\s*(my name is|my name's|name is|i am|i'm|im|it's|its|this is|call me)\s+",
                           re.IGNORECASE)
 _NAME = re.compile(r"^[^\W\d_]+(?:[ '\-.][^\W\d_]+)*\.?$")
@@ -37,39 +39,45 @@ def _clock(value: str) -> time:
     return time(int(hours), int(minutes))
 
 
+def _day_problem(day: date, ctx: Context) -> str | None:
+    first = today(ctx)
+    if day < first:
+        return f"{day_label(day)} has already passed."
+    if day > first + timedelta(days=BOOKING_HORIZON_DAYS):
+        return f"Sorry, we take bookings up to {BOOKING_HORIZON_DAYS} days ahead."
+    if opening_hours(day) is None:
+        return f"Sorry, we're closed on {day:%A}s; we do test drives Monday to Saturday."
+    return None
+
+
+def _time_problem(start: time, day: date | None) -> str | None:
+    window = test_drive_window(day) if day else (time(9, 0), time(18, 0))
+    if window is None:  # a closed day: the day check says why
+        return None
+    earliest, latest = window
+    if not earliest <= start <= latest:
+        when = f"on {day:%A}s" if day else "on weekdays"
+        return f"Test drives {when} start between {clock_label(earliest)} and {clock_label(latest)}."
+    return None
+
+
 @action
-def check_drive_date(ctx: Context) -> Reply | str | None:
+def check_drive_date(ctx: Context) -> str | None:
     """Accept a test-drive day (ISO date in ``slots.date``) when the showroom is open on it.
 
     Refuses days in the past, Sundays and public holidays (closed), and days more than
     BOOKING_HORIZON_DAYS ahead, saying why.
     """
-    day = date.fromisoformat(str(ctx.slots["date"]))
-    first = today(ctx)
-    if day < first:
-        return f"{day_label(day)} has already passed. Which day from today on suits you?"
-    if day > first + timedelta(days=BOOKING_HORIZON_DAYS):
-        return f"We take bookings up to {BOOKING_HORIZON_DAYS} days ahead. Could you pick an earlier day?"
-    if opening_hours(day) is None:
-        return f"Sorry, we're closed on {day:%A}s. We do test drives Monday to Saturday; which day suits you?"
-    return None
+    problem = _day_problem(date.fromisoformat(str(ctx.slots["date"])), ctx)
+    return f"{problem} Which other day suits you?" if problem else None
 
 
 @action
-def check_drive_time(ctx: Context) -> Reply | str | None:
+def check_drive_time(ctx: Context) -> str | None:
     """Accept a start time (``slots.time``, HH:MM) inside the test-drive window of the chosen day."""
-    start = _clock(ctx.slots["time"])
     chosen = ctx.slots.get("date")
-    day = date.fromisoformat(str(chosen)) if chosen else None
-    window = test_drive_window(day) if day else (_clock("9:00"), _clock("18:00"))
-    if window is None:  # the day was not validated yet; the day check will say why
-        return None
-    earliest, latest = window
-    if not earliest <= start <= latest:
-        when = f"on {day:%A}s" if day else "on weekdays"
-        return (f"Test drives {when} start between {clock_label(earliest)} and {clock_label(latest)}. "
-                f"What time in that window suits you?")
-    return None
+    problem = _time_problem(_clock(ctx.slots["time"]), date.fromisoformat(str(chosen)) if chosen else None)
+    return f"{problem} What time in that window suits you?" if problem else None
 
 
 @action
@@ -98,9 +106,20 @@ def check_contact(ctx: Context) -> Reply | str:
 
 @action
 def prepare_booking(ctx: Context) -> Reply:
-    """Readable labels for the summary: ``car_label``, ``date_label``, ``contact_kind``."""
-    chosen = car(ctx.slots.get("car_model"))
+    """Check the collected answers again and set the summary labels.
+
+    Sets ``car_label``, ``date_label`` and ``contact_kind``. A day or time changed by a
+    correction ("actually make it Sunday") skipped the slot's validator, so both are checked
+    here too; a bad one is emptied, with the reason, and the flow asks for it again.
+    """
     day = date.fromisoformat(str(ctx.slots["date"]))
+    problem = _day_problem(day, ctx)
+    if problem:
+        return Reply(problem, slots={"date": None, "time": None}, goto="collect")
+    problem = _time_problem(_clock(ctx.slots["time"]), day)
+    if problem:
+        return Reply(problem, slots={"time": None}, goto="collect")
+    chosen = car(ctx.slots.get("car_model"))
     contact = str(ctx.slots.get("contact") or "")
     return Reply(slots={
         "car_label": chosen.name if chosen else str(ctx.slots.get("car_model")),
@@ -110,27 +129,42 @@ def prepare_booking(ctx: Context) -> Reply:
 
 
 @action
-def read_confirmation(ctx: Context) -> Reply | str:
-    """Turn the answer to 'Shall I book it?' into ``yes``, ``change`` or ``no``."""
+def read_confirmation(ctx: Context) -> Reply:
+    """Turn the answer to 'Shall I book it?' into ``yes``, ``no``, ``change_<slot>`` or ``recheck``.
+
+    ``recheck`` means the answer carries a new car, day or time ("make it Friday"): the engine
+    applies that correction, and the flow shows the summary again. An answer that is none of
+    these leaves the slot empty, so the flow says the slot's reprompt.
+    """
     text = str(ctx.slots["confirm"])
-    if _CHANGE.search(text):
-        answer = "change"
-    elif _NO.search(text):
-        answer = "no"
-    elif _YES.search(text):
-        answer = "yes"
-    else:
-        return "Please answer 'Yes, book it', 'Change something' or 'Cancel'."
-    return Reply(slots={"confirm": answer})
+    for entity, slot in (("car_model", "car_model"), ("date", "date"), ("time", "time")):
+        value = ctx.entities.get(entity)
+        if value is not None and value != ctx.slots.get(slot):
+            return Reply(slots={"confirm": "recheck"})
+    if ctx.entities.get("email") or ctx.entities.get("phone"):
+        return Reply(slots={"confirm": "change_contact"})
+    named = [slot for word, slot in CHANGEABLE.items() if re.search(rf"\b{word}\b", text, re.IGNORECASE)]
+    if _CHANGE.search(text) or (named and not _YES.search(text)):
+        return Reply(slots={"confirm": f"change_{named[0]}" if named else None},
+                     text=None if named else WHAT_TO_CHANGE)
+    if _NO.search(text):
+        return Reply(slots={"confirm": "no"})
+    if _YES.search(text):
+        return Reply(slots={"confirm": "yes"})
+    return Reply(slots={"confirm": None})
 
 
 @action
 def clear_booking_field(ctx: Context) -> Reply:
-    """Empty the slot named by ``change_field`` (and the answers after it) and go back to asking."""
-    field = CHANGEABLE[str(ctx.slots["change_field"]).lower()]
-    cleared = {field: None, "confirm": None, "change_field": None}
-    if field == "date":
-        cleared["time"] = None  # the time window depends on the day
+    """Empty the slot named in ``confirm`` (``change_time`` -> ``time``) and the confirmation,
+    then go back to the first question; ``recheck`` only empties the confirmation."""
+    answer = str(ctx.slots["confirm"])
+    cleared: dict[str, None] = {"confirm": None}
+    if answer.startswith("change_"):
+        field = answer.removeprefix("change_")
+        cleared[field] = None
+        if field == "date":
+            cleared["time"] = None  # the time window depends on the day
     return Reply(slots=cleared, goto="collect")
 
 

@@ -33,7 +33,7 @@ def list_models(ctx: Context) -> Reply:
     found = matching(search)
     if found:
         intro = (f"We have {len(found)} {search.describe()}:" if len(found) > 1
-                 else f"We have one {search.describe()}:")
+                 else f"We have one {search.describe(count=1)}:")
         if search == type(search)():
             intro = f"Here is our full range of {len(found)} models, cheapest first:"
         text = "\n".join([intro, *(_line(c) for c in found)])

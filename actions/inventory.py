@@ -59,8 +59,14 @@ class Car:
             "id": self.id, "name": self.name, "body": self.body, "body_label": BODY_NAMES[self.body], "price": self.price, "fuel": self.fuel,
             "seats": self.seats, "stock": self.stock, "in_stock": self.stock > 0,
             "colours": list(self.colours), "tagline": self.tagline, "range_km": self.range_km,
-            "consumption": self.consumption, "efficiency": self.efficiency,
+            "consumption": self.consumption, "efficiency": self.efficiency, "kind": self.kind,
         }
+
+    @property
+    def kind(self) -> str:
+        """'an electric SUV', 'a petrol sedan'."""
+        article = "an" if self.fuel[0] in "aeiou" else "a"
+        return f"{article} {self.fuel} {BODY_NAMES[self.body]}"
 
 
 @dataclass(frozen=True)
@@ -80,10 +86,13 @@ class Search:
                 and (self.min_price is None or car.price >= self.min_price)
                 and (self.min_seats is None or car.seats >= self.min_seats))
 
-    def describe(self) -> str:
-        """A noun phrase such as 'electric SUVs under $50,000'."""
+    def describe(self, count: int = 2) -> str:
+        """A noun phrase such as 'electric SUVs under $50,000' (singular when ``count`` is 1)."""
         words = [FUEL_WORDS[self.fuel]] if self.fuel else []
-        words.append(BODY_PLURALS[self.body] if self.body else "models")
+        if count == 1:
+            words.append(BODY_NAMES[self.body] if self.body else "model")
+        else:
+            words.append(BODY_PLURALS[self.body] if self.body else "models")
         if self.min_seats:
             words.append(f"with {self.min_seats}+ seats")
         if self.max_price is not None:
