@@ -23,10 +23,13 @@ class FakeLLM:
 
     model = "fake-llm"
 
-    def __init__(self, replies: Sequence[str | LLMError] = (), *, available: bool = True) -> None:
+    def __init__(self, replies: Sequence[str | LLMError] = (), *, available: bool = True,
+                 intents: dict[str, str | None] | None = None) -> None:
         self.replies = list(replies)
         self.available = available
+        self.intents = dict(intents or {})  # text -> intent that choose_intent answers
         self.calls: list[list[dict]] = []
+        self.intent_calls: list[tuple[str, list[str]]] = []
 
     def stream(self, messages: list[dict], *, max_tokens: int | None = None, **_: Any) -> Any:
         from .llm import LLMStream, LLMUsage
@@ -49,7 +52,10 @@ class FakeLLM:
         return stream.text(), stream.usage
 
     def choose_intent(self, text: str, candidates: list[tuple[str, str]], *, max_tokens: int = 20) -> str | None:
-        return None
+        self.intent_calls.append((text, [name for name, _ in candidates]))
+        if text not in self.intents:
+            raise AssertionError(f"unexpected LLM routing call for {text!r}")
+        return self.intents[text]
 
 
 class ChatTester:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
@@ -57,7 +58,7 @@ class TurnRunner:
         turn = Turn(conversation_id=cid, turn_id=secrets.token_hex(8), text_in=text)
         closed = False
         with bot.store.open(cid) as conv:
-            route = bot.router.route(text, now=now)
+            route = self.assisted(bot.router.route(text, now=now), text)
             outcome = bot.engine.advance(conv.state, text, route, conversation_id=cid, user=user, now=now)
             turn.kind, turn.intent, turn.flow, turn.slots = outcome.kind, outcome.intent, outcome.flow, outcome.slots
             turn.route = {"kind": outcome.kind, "intent": outcome.intent, "score": round(float(route.score), 4),
@@ -82,6 +83,28 @@ class TurnRunner:
         yield "done", {"conversation_id": cid, "turn_id": turn.turn_id, "replies": turn.replies,
                        "incomplete": turn.incomplete, "route": turn.route}
         yield "turn", turn
+
+    def assisted(self, route: Any, text: str) -> Any:
+        """LLM-assisted routing (off by default): only when the router is unsure, let the model
+        pick one of the top candidates or none."""
+        settings = self.bot.config.intents.router
+        llm = self.bot.llm
+        if not settings.llm_assist or llm is None or not getattr(llm, "available", False) or not route.candidates:
+            return route
+        top = route.candidates[0][1]
+        unsure = route.kind == "ambiguous" or (
+            route.kind == "fallback" and settings.threshold - settings.llm_band <= top < settings.threshold)
+        if not unsure:
+            return route
+        intents = self.bot.config.intents.intents
+        names = [name for name, _ in route.candidates[:3] if name in intents]
+        choice = llm.choose_intent(text, [(n, intents[n].description or n) for n in names],
+                                   max_tokens=settings.llm_max_tokens)
+        trace = {**route.trace, "llm_assist": {"asked": names, "chose": choice}}
+        if choice in names:
+            score = dict(route.candidates)[choice]
+            return replace(route, intent=choice, kind="classifier", score=score, trace=trace)
+        return replace(route, trace=trace)
 
     def llm_reply(self, conv: Any, turn: Any, effect: CallLLM) -> Iterator[tuple[str, Any]]:
         bot = self.bot
