@@ -116,7 +116,8 @@ class BotHolder:
         if self.watching:
             return
         self._stop.clear()
-        self._watcher = threading.Thread(target=self._poll, args=(interval,), name="hybridbot-reload", daemon=True)
+        self._watcher = threading.Thread(target=self._poll, args=(interval, snapshot(self.root)),
+                                         name="hybridbot-reload", daemon=True)
         self._watcher.start()
         log.info("watching %s for changes every %g s", self.root, interval)
 
@@ -127,8 +128,7 @@ class BotHolder:
             self._watcher.join()
             self._watcher = None
 
-    def _poll(self, interval: float) -> None:
-        seen = snapshot(self.root)
+    def _poll(self, interval: float, seen: dict[str, tuple[int, int]]) -> None:
         pending: dict[str, tuple[int, int]] | None = None
         while not self._stop.wait(interval):
             try:

@@ -89,6 +89,10 @@ def install_error_handlers(app: Flask, limiter: Limiter) -> None:
         message = f"You are sending messages too quickly (limit: {exc.description}). Please wait {wait} s."
         return error_response(429, "rate_limited", message, {"Retry-After": str(wait)})
 
+    @app.errorhandler(ApiError)
+    def api_error(exc: ApiError) -> Response:
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
         status, code, message = error_payload(exc)
