@@ -20,7 +20,8 @@ KEY = "sk-test-DO-NOT-LEAK-4f9a2c"
 PROVIDER_TEXT = "provider internal detail 7781"
 SETTINGS = LLMSettings(system_prompt="You are the dealership's assistant.", unavailable=("Sorry.",),
                        model="test-model", temperature=0.2, max_tokens=50,
-                       timeout_total=1.5, timeout_first_token=0.3, timeout_connect=0.3, max_retries=1)
+                       timeout_total=5.0, timeout_first_token=2.0, timeout_connect=1.0, max_retries=1)
+FAST = {"first_token_s": 0.3, "deadline_s": 1.0}  # for the tests that wait for a deadline
 MESSAGES = build_messages(SETTINGS, knowledge_text="", history=[], user_text="which models do you have?")
 
 
@@ -37,9 +38,15 @@ def clean(fake: FakeOpenAI) -> Iterator[None]:
     fake.reset()
 
 
+@pytest.fixture(scope="module")
+def http() -> Iterator[httpx2.Client]:
+    with httpx2.Client() as client:  # one connection pool and TLS context for the whole module
+        yield client
+
+
 @pytest.fixture()
-def llm(fake: FakeOpenAI) -> OpenAIChat:
-    return OpenAIChat(SETTINGS, api_key=KEY, base_url=fake.base_url, env={}, backoff_s=0.01)
+def llm(fake: FakeOpenAI, http: httpx2.Client) -> OpenAIChat:
+    return OpenAIChat(SETTINGS, api_key=KEY, base_url=fake.base_url, env={}, backoff_s=0.01, http_client=http)
 
 
 def fails(stream: LLMStream) -> LLMError:
@@ -114,14 +121,14 @@ def test_without_a_key_it_is_unavailable_and_sends_nothing(fake: FakeOpenAI) -> 
 
 def test_slow_first_token_past_the_deadline_is_a_timeout(llm: OpenAIChat, fake: FakeOpenAI) -> None:
     fake.script(slow_first_token(3.0, "too late"))
-    stream = llm.stream(MESSAGES)
+    stream = llm.stream(MESSAGES, **FAST)
     assert fails(stream).kind == "timeout"
     assert stream.usage is not None and stream.usage.error == "timeout" and stream.usage.first_token_s is None
 
 
 def test_slow_first_byte_is_a_timeout_and_is_not_retried_past_the_deadline(llm: OpenAIChat, fake: FakeOpenAI) -> None:
     fake.script(slow_first_byte(3.0))
-    assert fails(llm.stream(MESSAGES)).kind == "timeout"
+    assert fails(llm.stream(MESSAGES, **FAST)).kind == "timeout"
     assert len(fake.requests) == 1
 
 
@@ -135,7 +142,7 @@ def test_server_that_never_answers_hits_the_deadline(llm: OpenAIChat, fake: Fake
 def test_total_deadline_ends_a_slow_reply_keeping_what_arrived(llm: OpenAIChat, fake: FakeOpenAI) -> None:
     full = "one two three four five six seven eight"
     fake.script(ok(full, token_delay=0.15))
-    stream = llm.stream(MESSAGES, deadline_s=0.4)
+    stream = llm.stream(MESSAGES, first_token_s=0.3, deadline_s=0.4)
     text = stream.text()
     assert text and full.startswith(text) and text != full
     assert stream.usage is not None and stream.usage.incomplete and stream.usage.error == "timeout"
@@ -143,7 +150,7 @@ def test_total_deadline_ends_a_slow_reply_keeping_what_arrived(llm: OpenAIChat, 
 
 def test_stall_after_the_first_chunk_ends_cleanly_as_incomplete(llm: OpenAIChat, fake: FakeOpenAI) -> None:
     fake.script(stall(1, 3.0, "Hello there friend"))
-    stream = llm.stream(MESSAGES)
+    stream = llm.stream(MESSAGES, **FAST)
     assert stream.text() == "Hello"
     assert stream.usage is not None and stream.usage.incomplete and stream.usage.error == "timeout"
 
