@@ -55,10 +55,18 @@ def validate(directory: Path) -> None:
 @cli.command()
 @click.option("-o", "--output", default="schema", type=click.Path(file_okay=False, path_type=Path),
               help="Folder to write the JSON Schemas to.")
-def schema(output: Path) -> None:
+@click.option("--markdown", "markdown_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the YAML reference (Markdown) to this file instead.")
+def schema(output: Path, markdown_file: Path | None) -> None:
     """Write the JSON Schemas of intents.yaml, flows and fallback.yaml (for editors)."""
     from .schemacheck import SCHEMA_NAMES, schema as load_schema
 
+    if markdown_file is not None:
+        from .schemadoc import markdown
+
+        markdown_file.write_text(markdown(), encoding="utf-8")
+        click.echo(str(markdown_file))
+        return
     output.mkdir(parents=True, exist_ok=True)
     for name in SCHEMA_NAMES:
         path = output / f"{name}.schema.json"
