@@ -1,4 +1,4 @@
-"""The hybridbot command line: run | validate | shell | test | route | explain | schema."""
+"""The hybridbot command line: run | validate | shell | test | route | explain | schema | fake-llm."""
 from __future__ import annotations
 
 import json
@@ -163,6 +163,15 @@ def run(directory: Path, host: str, port: int, reload: bool) -> None:
     except ConfigErrors as exc:
         click.echo(exc.format(), err=True)
         raise SystemExit(1) from None
+
+
+@cli.command("fake-llm", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def fake_llm(ctx: click.Context) -> None:
+    """Run a local fake OpenAI-compatible server (--port, --token-delay, --reply) for development."""
+    from .fake_openai import main as fake_main
+
+    raise SystemExit(fake_main(list(ctx.args)))
 
 
 def main(argv: list[str] | None = None) -> int:
