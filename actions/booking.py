@@ -110,15 +110,16 @@ def prepare_booking(ctx: Context) -> Reply:
 
     Sets ``car_label``, ``date_label`` and ``contact_kind``. A day or time changed by a
     correction ("actually make it Sunday") skipped the slot's validator, so both are checked
-    here too; a bad one is emptied, with the reason, and the flow asks for it again.
+    here too; a bad one is emptied (with the confirmation), with the reason, and the flow
+    goes back to step ``collect`` to ask for it again.
     """
     day = date.fromisoformat(str(ctx.slots["date"]))
     problem = _day_problem(day, ctx)
     if problem:
-        return Reply(problem, slots={"date": None, "time": None}, goto="collect")
+        return Reply(problem, slots={"date": None, "confirm": None}, goto="collect")
     problem = _time_problem(_clock(ctx.slots["time"]), day)
     if problem:
-        return Reply(problem, slots={"time": None}, goto="collect")
+        return Reply(problem, slots={"time": None, "confirm": None}, goto="collect")
     chosen = car(ctx.slots.get("car_model"))
     contact = str(ctx.slots.get("contact") or "")
     return Reply(slots={

@@ -5,6 +5,7 @@ import logging
 import re
 
 from bot.actions import Context, Reply, action
+from bot.config import Button
 
 from .facts import FACTS
 from .inventory import BODY_NAMES, CARS, Car, car, matching, money, search_from
@@ -18,8 +19,9 @@ def _line(c: Car) -> str:
     return f"• {c.name}: {money(c.price)}, {c.fuel} {BODY_NAMES[c.body]}, {c.seats} seats, {c.efficiency}"
 
 
-def _model_buttons(cars: list[Car]) -> tuple[str, ...]:
-    return tuple(c.name for c in cars[:MAX_BUTTONS])
+def _model_buttons(cars: list[Car]) -> tuple[Button, ...]:
+    """One button per car: it shows the name and asks for the car's details when clicked."""
+    return tuple(Button(c.name, f"Tell me about the {c.name}") for c in cars[:MAX_BUTTONS])
 
 
 @action
@@ -84,13 +86,21 @@ def check_stock(ctx: Context) -> Reply:
 
 @action
 def model_colours(ctx: Context) -> Reply:
-    """Colours of the car in ``car_model``; ``result.asked`` is a colour named in the message."""
+    """Colours of the car in ``car_model``.
+
+    ``result.asked`` is a colour named in the message (one the car comes in, if any), and
+    ``result.has_asked`` says whether the car comes in it; ``result.match`` is then the full colour
+    name ('lime green' -> 'Electric Lime').
+    """
     chosen = _chosen(ctx)
     result = chosen.as_result()
-    words = set(re.findall(r"[a-z]+", ctx.text.lower()))
-    asked = next((c for c in _COLOUR_WORDS if c in words), None)
-    result["asked"] = asked
-    result["has_asked"] = bool(asked) and any(asked in colour.lower() for colour in chosen.colours)
+    words = re.findall(r"[a-z]+", ctx.text.lower())
+    asked = [w for w in words if w in _COLOUR_WORDS]
+    offered = " ".join(chosen.colours).lower().split()
+    match = next((w for w in asked if w in offered), None)
+    result["asked"] = match or (asked[0] if asked else None)
+    result["has_asked"] = match is not None
+    result["match"] = next((c for c in chosen.colours if match and match in c.lower().split()), None)
     return Reply(result=result, slots={"car_label": chosen.name})
 
 
