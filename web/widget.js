@@ -154,7 +154,6 @@
     resetBtn = h('button', { type: 'button', class: 'hb-icon-btn', 'aria-label': 'Start a new conversation', title: 'Start a new conversation', onclick: reset }, icon('reset'));
     const closeBtn = h('button', { type: 'button', class: 'hb-icon-btn', 'aria-label': 'Close chat', title: 'Close', onclick: () => close() }, icon('close'));
     const header = h('div', { class: 'hb-header' },
-      h('div', { class: 'hb-avatar', 'aria-hidden': 'true' }, icon('chat')),
       h('div', { class: 'hb-heading' }, h('h2', { class: 'hb-title', id: 'hb-title' }, TITLE), h('p', { class: 'hb-sub' }, 'Automated assistant')),
       resetBtn, closeBtn);
 
@@ -241,7 +240,7 @@
     log.append(note);
     try {
       const res = await api('GET', `/api/conversations/${encodeURIComponent(id)}`);
-      if (res.status === 404) { forget(); return; } // expired: start afresh, silently
+      if ([400, 404, 410].includes(res.status)) { forget(); return; } // expired/unusable: start afresh, silently
       if (!res.ok) throw await httpError(res);
       const data = await res.json();
       const turns = Array.isArray(data.turns) ? data.turns : [];

@@ -6,7 +6,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from conftest import Chatbox
+from chatbox import Chatbox
 
 pytestmark = pytest.mark.browser
 
@@ -143,3 +143,19 @@ def test_page_buttons_and_the_javascript_api_talk_to_the_widget(chat: Chatbox) -
     expect(chat.panel).to_be_visible()
     expect(chat.done_turns).to_have_count(2)
     expect(chat.user_messages.last).to_have_text("hi")
+
+
+def test_new_conversation_button_forgets_the_old_one(chat: Chatbox) -> None:
+    chat.load()
+    chat.open()
+    chat.ask("hi")
+    old = chat.conversation_id()
+
+    chat.page.get_by_role("button", name="Start a new conversation").click()
+
+    expect(chat.user_messages).to_have_count(0)
+    expect(chat.bot_turns).to_have_count(0)
+    expect(chat.input).to_be_focused()
+    assert chat.conversation_id() is None
+    chat.ask("hi")
+    assert chat.conversation_id() not in (None, old)

@@ -7,7 +7,7 @@ import re
 import pytest
 from playwright.sync_api import Request, Route, expect
 
-from conftest import Chatbox
+from chatbox import Chatbox
 
 pytestmark = pytest.mark.browser
 
@@ -126,7 +126,7 @@ def test_rate_limit_asks_to_wait_before_retrying(chat: Chatbox) -> None:
 
 
 def test_expired_conversation_starts_a_new_one_silently(chat: Chatbox) -> None:
-    chat.page.add_init_script("try { localStorage.setItem('hybridbot:conversation', 'expired-on-load') } catch {}")
+    chat.page.add_init_script("try { localStorage.setItem('hybridbot:conversation', 'expiredOnLoad0000000000') } catch {}")
     chat.load()
     chat.open()
 
@@ -134,11 +134,11 @@ def test_expired_conversation_starts_a_new_one_silently(chat: Chatbox) -> None:
     expect(chat.error).to_have_count(0)
     expect(chat.bot_turns).to_have_count(0)
     chat.ask("hi")
-    assert chat.conversation_id() not in (None, "expired-on-load")
+    assert chat.conversation_id() not in (None, "expiredOnLoad0000000000")
 
     # Expired between two messages: the server answers 404 and nothing was applied.
-    chat.page.evaluate("() => localStorage.setItem('hybridbot:conversation', 'expired-midway')")
+    chat.page.evaluate("() => localStorage.setItem('hybridbot:conversation', 'expiredMidway0000000000')")
     chat.ask("which models do you have?")
     expect(chat.error).to_have_count(0)
     expect(chat.user_messages).to_have_text(["hi", "which models do you have?"])
-    assert chat.conversation_id() not in (None, "expired-midway")
+    assert chat.conversation_id() not in (None, "expiredMidway0000000000")
