@@ -10,6 +10,8 @@ from .web_settings import WebSettings
 log = logging.getLogger(__name__)
 
 NULLABLE_STRING = {"type": ["string", "null"]}
+# at least one character that is neither white space nor removed as a control/format character
+VISIBLE = "[^\\s\\x00-\\x1f\\x7f-\\x9f\\u200b-\\u200f\\u2028-\\u202e\\u2060-\\u2064\\ufeff]"
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -25,6 +27,13 @@ def _json(schema: dict[str, Any], description: str, headers: dict[str, Any] | No
 
 def _errors(*statuses: int) -> dict[str, Any]:
     return {str(s): {"$ref": f"#/components/responses/E{s}"} for s in statuses}
+
+
+def _event(name: str, payload: str) -> dict[str, Any]:
+    """One server-sent event as parsed by a client: its name and its JSON ``data`` line."""
+    return {"type": "object", "required": ["event", "data"], "properties": {
+        "event": {"const": name},
+        "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": _ref(payload)}}}
 
 
 def _schemas(settings: WebSettings) -> dict[str, Any]:
@@ -48,7 +57,7 @@ def _schemas(settings: WebSettings) -> dict[str, Any]:
         "ConversationId": cid,
         "ChatRequest": {"type": "object", "required": ["message"], "properties": {
             "message": {"type": "string", "minLength": 1, "maxLength": settings.max_message_chars,
-                        "pattern": "[^\\s]", "description": "The visitor's text; control characters are removed."},
+                        "pattern": VISIBLE, "description": "The visitor's text; control characters are removed."},
             "conversation_id": {"oneOf": [_ref("ConversationId"), {"type": "null"}],
                                 "description": "Omit (or null) to start a new conversation."}}},
         "Button": button,
@@ -58,6 +67,18 @@ def _schemas(settings: WebSettings) -> dict[str, Any]:
                          "properties": {"conversation_id": cid, "turn_id": {"type": "string"},
                                         "replies": {"type": "array", "items": _ref("Reply")},
                                         "route": _ref("Route")}},
+        "StreamEvent": {"oneOf": [_event("meta", "StreamMeta"), _event("delta", "StreamDelta"),
+                                  _event("done", "StreamDone"),
+                                  _event("error", "Error/properties/error")]},
+        "StreamMeta": {"type": "object", "required": ["conversation_id", "turn_id", "route"], "properties": {
+            "conversation_id": cid, "turn_id": {"type": "string"}, "route": _ref("Route")}},
+        "StreamDelta": {"type": "object", "required": ["text", "index"], "properties": {
+            "text": {"type": "string"}, "index": {"type": "integer", "minimum": 0,
+                                                  "description": "Which reply of the turn the text belongs to."}}},
+        "StreamDone": {"type": "object", "required": ["conversation_id", "turn_id", "replies", "incomplete", "route"],
+                       "properties": {"conversation_id": cid, "turn_id": {"type": "string"},
+                                      "replies": {"type": "array", "items": _ref("Reply")},
+                                      "incomplete": {"type": "boolean"}, "route": _ref("Route")}},
         "Feedback": {"type": "object", "required": ["rating"], "properties": {
             "rating": {"enum": ["up", "down"]}, "comment": {"type": "string"}}},
         "TranscriptTurn": turn,
@@ -124,8 +145,8 @@ def document(settings: WebSettings) -> dict[str, Any]:
                                "done {conversation_id, turn_id, replies, incomplete, route} or error {code, "
                                "message}. Lines starting with ':' are heartbeats.",
                 "requestBody": chat_body,
-                "responses": {"200": {"description": "An event stream.",
-                                      "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                "responses": {"200": {"description": "An event stream; the schema describes one event.",
+                                      "content": {"text/event-stream": {"schema": _ref("StreamEvent")}}},
                               **chat_errors}}},
             "/api/conversations/{conversation_id}": {"get": {
                 "operationId": "getConversation", "summary": "A conversation's transcript, oldest turn first.",

@@ -170,7 +170,7 @@ def chat_request(max_chars: int) -> ChatRequest:
     raw = _string(body, "message", required=True)
     assert raw is not None
     if len(raw) > max_chars:
-        raise ApiError(413, "message_too_long",
+        raise ApiError(400, "message_too_long",
                        f"Your message is too long: the limit is {max_chars} characters.")
     message = clean_text(raw)
     if not message:
@@ -190,7 +190,7 @@ def feedback_request(max_chars: int) -> FeedbackRequest:
         raise ApiError(400, "invalid_rating", "'rating' must be \"up\" or \"down\".")
     comment = _string(body, "comment", required=False) or ""
     if len(comment) > max_chars:
-        raise ApiError(413, "comment_too_long", f"The comment is too long: the limit is {max_chars} characters.")
+        raise ApiError(400, "comment_too_long", f"The comment is too long: the limit is {max_chars} characters.")
     assert turn_id is not None
     return FeedbackRequest(cid, turn_id, rating, clean_text(comment))
 

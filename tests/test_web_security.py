@@ -62,7 +62,7 @@ def error(resp: Any) -> tuple[int, str]:
     ({"json": {"message": ["hi"]}}, (400, "invalid_message")),
     ({"json": {"message": "   \n\t "}}, (400, "empty_message")),
     ({"json": {"message": "\x00\x01\x1b\u200b"}}, (400, "empty_message")),
-    ({"json": {"message": "x" * 2001}}, (413, "message_too_long")),
+    ({"json": {"message": "x" * 2001}}, (400, "message_too_long")),
     ({"json": {"message": "hi", "conversation_id": "../../etc/passwd"}}, (400, "invalid_conversation_id")),
     ({"json": {"message": "hi", "conversation_id": 12345678901234567890}}, (400, "invalid_conversation_id")),
     ({"json": {"message": "hi", "conversation_id": "a" * 129}}, (400, "invalid_conversation_id")),

@@ -158,3 +158,11 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(0.02)
+
+
+class EndlessLLM(FakeLLM):
+    """A FakeLLM that always has a reply (for fuzzing, where the number of calls is unknown)."""
+
+    def stream(self, messages: list[dict], **kw: Any) -> LLMStream:
+        self.replies.append("I am a fake model.")
+        return super().stream(messages, **kw)
