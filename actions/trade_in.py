@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from bot.actions import Context, Reply, action
 
@@ -10,10 +11,30 @@ from .facts import FACTS, today
 log = logging.getLogger(__name__)
 
 MAX_MILEAGE_KM = 1_000_000
+_LEADING = re.compile(r"^\s*(it's|it is|i have|i've got|i drive)?\s*(a|an|my|the)?\s+", re.IGNORECASE)
+_YEAR = re.compile(r"\b(19[5-9]\d|20\d\d)\b")
 
 
 def _max_age() -> int:
     return int(FACTS["trade_in"]["max_age_years"])
+
+
+@action
+def read_current_car(ctx: Context) -> Reply:
+    """Tidy the ``current_car`` answer and take a model year out of it.
+
+    'a 2016 Ford Focus' -> current_car 'Ford Focus', year 2016, so the flow does not ask for
+    the year again. A year that is not plausible is left for the year question.
+    """
+    text = str(ctx.slots["current_car"])
+    found = _YEAR.search(text)
+    slots: dict[str, object] = {}
+    if found and ctx.slots.get("year") is None and int(found.group()) <= today(ctx).year:
+        slots["year"] = int(found.group())
+        text = (text[:found.start()] + text[found.end():])
+    text = " ".join(_LEADING.sub(" ", " " + text).split()).strip(" ,.")
+    slots["current_car"] = text or str(ctx.slots["current_car"])
+    return Reply(slots=slots)
 
 
 @action
@@ -49,4 +70,6 @@ def trade_in_info(ctx: Context) -> Reply:
     oldest = today(ctx).year - _max_age()
     policy["oldest_year"] = oldest
     policy["eligible"] = None if year in (None, "") else int(year) >= oldest
+    mileage = ctx.slots.get("mileage")
+    policy["mileage_label"] = f"{int(mileage):,} km" if mileage not in (None, "") else None
     return Reply(result=policy)
