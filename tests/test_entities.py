@@ -49,6 +49,7 @@ CASES = [
     ("a sedna s", [("car_model", "sedan_s")]),
     ("crimsom paint", [("color", "red")]),
     ("gold paint", []),
+    ("the model x5", []),
     ("there is a road", []),
     ("the premiun package", []),
     ("the premium package", [("strict", "premium")]),
@@ -61,6 +62,7 @@ CASES = [
     ("twenty-five seats", [("number", 25)]),
     ("25k miles", [("number", 25000)]),
     ("a dozen", [("number", 12)]),
+    ("2 million", [("number", 2000000)]),
     ("that one", []),
     ("the x3i", []),
     # money, with the money alias "budget"
@@ -79,6 +81,7 @@ CASES = [
     ("next friday", [("date", "2026-11-20")]),
     ("on wednesday", [("date", "2026-11-25")]),
     ("in 3 days", [("date", "2026-11-21")]),
+    ("in two weeks", [("date", "2026-12-02")]),
     ("24 december", [("date", "2026-12-24")]),
     ("December 24th, 2027", [("date", "2027-12-24")]),
     ("12/24", [("date", "2026-12-24")]),
