@@ -98,5 +98,5 @@ class EventPump:
                     yield frame("error", {"code": code, "message": message})
                     return
                 yield frame(name, data)
-        finally:
-            self._stop.set()
+        finally:  # also when the server closes the body because the client went away
+            self.stop()

@@ -246,9 +246,12 @@ def conversation_key() -> str:
     if not request.is_json:
         return ""
     limit = current_app.config["MAX_CONTENT_LENGTH"]
-    if request.content_length is None or (limit is not None and request.content_length > limit):
+    if limit is not None and (request.content_length or 0) > limit:
         return ""
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except HTTPException:  # a chunked body over the cap: the view answers 413
+        return ""
     cid = body.get("conversation_id") if isinstance(body, dict) else None
     return cid if isinstance(cid, str) and CONVERSATION_ID.fullmatch(cid) else ""
 

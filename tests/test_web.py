@@ -308,3 +308,72 @@ def test_bad_settings_fail_at_startup_with_a_clear_message(bot: Bot) -> None:
         create_app(bot, env={"BOT_MAX_BODY_BYTES": "lots"})
     with pytest.raises(TypeError, match="unknown web setting"):
         create_app(bot, env={}, max_mesage_chars=5)
+
+
+def test_real_server_streams_and_notices_a_dropped_connection(bot_dir: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import http.client
+    import json
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from bot.sse import EventPump
+
+    stopped = threading.Event()
+    original_stop = EventPump.stop
+
+    def stop(self: EventPump) -> None:
+        original_stop(self)
+        stopped.set()
+
+    monkeypatch.setattr(EventPump, "stop", stop)
+    llm = GatedLLM(["one two three"], wait_before=1)
+    bot = load_bot(bot_dir, llm=llm)
+    server = make_server("127.0.0.1", 0, create_app(bot, env={}, heartbeat_seconds=0.02), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        conn.request("POST", "/api/chat/stream", body=json.dumps({"message": "tell me about the moon landing"}),
+                     headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.getheader("X-Accel-Buffering") == "no"
+        received = b""
+        while b": ping" not in received:  # meta and the first delta arrived before the LLM finished
+            received += resp.read1(4096)
+        events = parse_sse([received.decode()])
+        assert [name for name, _ in events][:2] == ["meta", "delta"]
+        resp.close()  # the visitor goes away while the model is still thinking
+        conn.close()
+        wait_for(stopped.is_set)  # the server's next ping failed and it closed the response
+        llm.gate.set()
+        cid = events[0][1]["conversation_id"]
+        turns = wait_for(lambda: bot.transcript(cid))
+        assert turns[0]["incomplete"] is True  # closed after at most one more delta, not at the end
+        assert turns[0]["replies"][0]["text"] in ("one ", "one two ")
+    finally:
+        server.shutdown()
+        thread.join()
+        bot.close()
+
+
+def test_unreachable_redis_store_answers_503_at_once(bot_dir: Path) -> None:
+    app = create_app(bot_dir, env={"BOT_STORE": "redis://127.0.0.1:1/0"}, llm=FakeLLM())
+    client = app.test_client()
+    resp = client.post("/api/chat", json={"message": "hello"})
+    assert resp.status_code == 503 and resp.get_json()["error"]["code"] == "store_unavailable"
+    assert client.get("/readyz").status_code == 503
+
+
+def test_chunked_body_is_read_within_the_cap(client: FlaskClient) -> None:
+    import io
+
+    small = b'{"message": "hello"}'
+    resp = client.post("/api/chat", input_stream=io.BytesIO(small), content_type="application/json",
+                       environ_overrides={"wsgi.input_terminated": True})
+    assert resp.status_code == 200
+    big = b'{"message": "' + b"x" * 20000 + b'"}'
+    resp = client.post("/api/chat", input_stream=io.BytesIO(big), content_type="application/json",
+                       environ_overrides={"wsgi.input_terminated": True})
+    assert resp.status_code == 413 and resp.get_json()["error"]["code"] == "body_too_large"
