@@ -41,9 +41,9 @@ def _clock(value: str) -> time:
 
 def _day_problem(day: date, ctx: Context) -> str | None:
     first = today(ctx)
-    if day < first:
+    if first is not None and day < first:
         return f"{day_label(day)} has already passed."
-    if day > first + timedelta(days=BOOKING_HORIZON_DAYS):
+    if first is not None and day > first + timedelta(days=BOOKING_HORIZON_DAYS):
         return f"Sorry, we take bookings up to {BOOKING_HORIZON_DAYS} days ahead."
     if opening_hours(day) is None:
         return f"Sorry, we're closed on {day:%A}s; we do test drives Monday to Saturday."
@@ -65,8 +65,8 @@ def _time_problem(start: time, day: date | None) -> str | None:
 def check_drive_date(ctx: Context) -> str | None:
     """Accept a test-drive day (ISO date in ``slots.date``) when the showroom is open on it.
 
-    Refuses days in the past, Sundays and public holidays (closed), and days more than
-    BOOKING_HORIZON_DAYS ahead, saying why.
+    Refuses Sundays (closed) and, when the engine gives its clock (``ctx.now``), days in the
+    past or more than BOOKING_HORIZON_DAYS ahead, saying why.
     """
     problem = _day_problem(date.fromisoformat(str(ctx.slots["date"])), ctx)
     return f"{problem} Which other day suits you?" if problem else None

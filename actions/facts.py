@@ -90,11 +90,15 @@ def warranty_info(ctx: Context) -> Reply:
     return Reply(result=dict(FACTS["warranty"]))
 
 
-def today(ctx: Context) -> date:
-    """The conversation's 'today': the engine's clock when the Context carries one."""
+def today(ctx: Context) -> date | None:
+    """The conversation's 'today' from the engine's clock (``ctx.now``), or None without one.
+
+    The date entity resolves "tomorrow" against the engine's clock, which tests fix; checks
+    such as "that day has passed" must use the same clock, so without it they are skipped.
+    """
     now = getattr(ctx, "now", None)
     if isinstance(now, datetime):
         return now.date()
     if isinstance(now, date):
         return now
-    return date.today()
+    return None

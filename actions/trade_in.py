@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import date
 
 from bot.actions import Context, Reply, action
 
@@ -13,6 +14,10 @@ log = logging.getLogger(__name__)
 MAX_MILEAGE_KM = 1_000_000
 _LEADING = re.compile(r"^\s*(it's|it is|i have|i've got|i drive)?\s*(a|an|my|the)?\s+", re.IGNORECASE)
 _YEAR = re.compile(r"\b(19[5-9]\d|20\d\d)\b")
+
+
+def _this_year(ctx: Context) -> int:
+    return (today(ctx) or date.today()).year
 
 
 def _max_age() -> int:
@@ -29,7 +34,7 @@ def read_current_car(ctx: Context) -> Reply:
     text = str(ctx.slots["current_car"])
     found = _YEAR.search(text)
     slots: dict[str, object] = {}
-    if found and ctx.slots.get("year") is None and int(found.group()) <= today(ctx).year:
+    if found and ctx.slots.get("year") is None and int(found.group()) <= _this_year(ctx):
         slots["year"] = int(found.group())
         text = (text[:found.start()] + text[found.end():])
     text = " ".join(_LEADING.sub(" ", " " + text).split()).strip(" ,.")
@@ -41,7 +46,7 @@ def read_current_car(ctx: Context) -> Reply:
 def check_year(ctx: Context) -> Reply | str:
     """Accept a model year between 1950 and this year ('18' means 2018)."""
     year = int(float(ctx.slots["year"]))
-    this_year = today(ctx).year
+    this_year = _this_year(ctx)
     if 0 <= year < 100:
         year += 2000 if 2000 + year <= this_year else 1900
     if not 1950 <= year <= this_year:
@@ -67,7 +72,7 @@ def trade_in_info(ctx: Context) -> Reply:
     """
     policy = dict(FACTS["trade_in"])
     year = ctx.slots.get("year")
-    oldest = today(ctx).year - _max_age()
+    oldest = _this_year(ctx) - _max_age()
     policy["oldest_year"] = oldest
     policy["eligible"] = None if year in (None, "") else int(year) >= oldest
     mileage = ctx.slots.get("mileage")
