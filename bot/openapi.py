@@ -164,6 +164,9 @@ def document(settings: WebSettings) -> dict[str, Any]:
             "/readyz": {"get": {"operationId": "ready", "summary": "The store answers and a bot is loaded.",
                                 "responses": {"200": _json(_ref("Readiness"), "Ready."),
                                               "503": _json(_ref("Readiness"), "The store is unavailable.")}}},
+            "/metrics": {"get": {"operationId": "metrics", "summary": "Prometheus metrics (bot_* and HTTP).",
+                                 "responses": {"200": {"description": "Prometheus text format.", "content": {
+                                     "text/plain": {"schema": {"type": "string"}}}}}}},
             "/openapi.json": {"get": {"operationId": "openapi", "summary": "This document.",
                                       "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1.")}}},
             "/": {"get": {"operationId": "demoPage", "summary": "The demo page with the chatbox.",
