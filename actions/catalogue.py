@@ -110,7 +110,7 @@ _COLOUR_WORDS = ("white", "black", "blue", "grey", "gray", "red", "green", "silv
 
 @action
 def compare_models(ctx: Context) -> Reply:
-    """Compare the cars in ``car_model`` and ``other_model`` on price, fuel, seats and stock."""
+    """Compare the cars in ``car_model`` and ``other_model``: price, fuel, seats, economy, stock."""
     a, b = _chosen(ctx, "car_model"), _chosen(ctx, "other_model")
     cheaper, dearer = sorted((a, b), key=lambda c: c.price)
     if a.price == b.price:
@@ -124,6 +124,12 @@ def compare_models(ctx: Context) -> Reply:
     if a.seats != b.seats:
         roomier = max((a, b), key=lambda c: c.seats)
         lines.append(f"The {roomier.name} has more room with {roomier.seats} seats.")
+    if a.consumption and b.consumption and a.consumption != b.consumption:
+        frugal, thirsty = sorted((a, b), key=lambda c: c.consumption or 0)
+        lines.append(f"The {frugal.name} uses less fuel ({frugal.consumption:g} vs {thirsty.consumption:g} l/100 km).")
+    if a.range_km and b.range_km and a.range_km != b.range_km:
+        longer, shorter = sorted((a, b), key=lambda c: -(c.range_km or 0))
+        lines.append(f"The {longer.name} goes further on a charge ({longer.range_km} vs {shorter.range_km} km).")
     return Reply("\n".join(lines), result={"cheaper": cheaper.name, "price_gap": dearer.price - cheaper.price},
                  buttons=(f"Test drive the {a.name}", f"Test drive the {b.name}"))
 

@@ -93,7 +93,8 @@ def test_list_models_reads_over_as_a_minimum_price(actions: ActionRegistry) -> N
 
 def test_list_models_reads_a_seat_count(actions: ActionRegistry) -> None:
     reply = call(actions, "list_models", ctx("a car with 7 seats", entities={"number": 7}))
-    assert reply.text.startswith("We have 2 models with 7+ seats:")
+    assert reply.text.startswith("We have 3 models with 7+ seats:")
+    assert [b.title for b in reply.buttons] == ["Northwind Voyager", "Northwind X3", "Northwind X5"]
 
 
 def test_list_models_without_a_match_offers_the_closest(actions: ActionRegistry) -> None:
@@ -146,12 +147,20 @@ def test_model_colours_reads_the_colour_asked_for(actions: ActionRegistry, text:
     assert (result["asked"], result["has_asked"], result["match"]) == (asked, has, match)
 
 
-def test_compare_models_names_the_cheaper_and_the_roomier_car(actions: ActionRegistry) -> None:
+def test_compare_models_names_the_cheaper_and_the_more_economical_car(actions: ActionRegistry) -> None:
     reply = call(actions, "compare_models", ctx(slots={"car_model": "x3", "other_model": "x5"}))
-    assert "The Northwind X3 is $13,000 cheaper ($41,900 vs $54,900)." in reply.text
-    assert reply.text.endswith("The Northwind X5 has more room with 7 seats.")
+    assert reply.text.splitlines()[1] == "The Northwind X3 is $13,000 cheaper ($41,900 vs $54,900)."
+    assert reply.text.endswith("The Northwind X5 uses less fuel (6.1 vs 7.8 l/100 km).")
+    assert "more room" not in reply.text  # both have 7 seats
     assert reply.result == {"cheaper": "Northwind X3", "price_gap": 13000}
     assert reply.buttons == ("Test drive the Northwind X3", "Test drive the Northwind X5")
+
+
+def test_compare_models_of_electric_cars_compares_range_and_room(actions: ActionRegistry) -> None:
+    text = call(actions, "compare_models", ctx(slots={"car_model": "e_volt", "other_model": "arc"})).text
+    assert text.endswith("The Northwind Arc goes further on a charge (560 vs 420 km).")
+    seats = call(actions, "compare_models", ctx(slots={"car_model": "voyager", "other_model": "cargo_pro"})).text
+    assert "The Northwind Voyager has more room with 8 seats." in seats
 
 
 def test_check_other_model_refuses_the_same_car_twice(actions: ActionRegistry) -> None:
