@@ -83,7 +83,7 @@ def create_app(bot_or_path: Bot | str | os.PathLike[str], *, env: Mapping[str, s
     holder = BotHolder(bot, env=env)
 
     app = Flask(__name__, static_folder=None)
-    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes or None
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     if config.proxies:
         n = config.proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_prefix=n)  # type: ignore[method-assign]

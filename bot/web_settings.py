@@ -21,6 +21,13 @@ def _int(text: str) -> int:
     return value
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -61,8 +68,8 @@ def _header_value(text: str) -> str:
 ENV: Mapping[str, tuple[str, Callable[[str], Any], str]] = {
     "admin_token": ("BOT_ADMIN_TOKEN", str, "a long random string"),
     "allowed_origins": ("BOT_ALLOWED_ORIGINS", _origins, "a comma list like https://www.example.com"),
-    "max_message_chars": ("BOT_MAX_MESSAGE_CHARS", _int, "a whole number of characters, e.g. 2000"),
-    "max_body_bytes": ("BOT_MAX_BODY_BYTES", _int, "a whole number of bytes, e.g. 16384"),
+    "max_message_chars": ("BOT_MAX_MESSAGE_CHARS", _positive_int, "a whole number of characters, e.g. 2000"),
+    "max_body_bytes": ("BOT_MAX_BODY_BYTES", _positive_int, "a whole number of bytes, e.g. 16384"),
     "rate_limits": ("BOT_RATE_LIMITS", _limits, "limits like '30/minute;300/hour', or 'off'"),
     "conversation_rate_limits": ("BOT_CONVERSATION_RATE_LIMITS", _limits, "limits like '20/minute', or 'off'"),
     "ratelimit_storage": ("BOT_RATELIMIT_STORAGE", str, "memory:// or redis://host:6379/1"),

@@ -61,6 +61,14 @@ def test_every_route_is_documented(tmp_path: Path) -> None:
     assert spec["openapi"] == "3.1.0"
 
 
+def test_document_is_valid_openapi_3_1() -> None:
+    import jsonschema_rs
+    from schemathesis.specs.openapi.definitions import OPENAPI_31  # the official 3.1 meta-schema
+
+    errors = [str(e) for e in jsonschema_rs.validator_for(OPENAPI_31).iter_errors(document(WebSettings()))]
+    assert errors == []
+
+
 def test_documented_limits_follow_the_settings() -> None:
     spec = document(WebSettings(max_message_chars=300))
     message = spec["components"]["schemas"]["ChatRequest"]["properties"]["message"]
