@@ -157,7 +157,7 @@
       h('div', { class: 'hb-heading' }, h('h2', { class: 'hb-title', id: 'hb-title' }, TITLE), h('p', { class: 'hb-sub' }, 'Automated assistant')),
       resetBtn, closeBtn);
 
-    log = h('div', { class: 'hb-log', role: 'log', 'aria-live': 'polite', 'aria-label': 'Conversation', tabindex: '-1' });
+    log = h('div', { class: 'hb-log', role: 'log', 'aria-live': 'polite', 'aria-label': 'Conversation', tabindex: '0' });
 
     input = h('textarea', {
       id: 'hb-input', class: 'hb-input', rows: '1', maxlength: String(MAX_LEN), placeholder: 'Type your message…',

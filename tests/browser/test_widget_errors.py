@@ -12,6 +12,7 @@ from chatbox import Chatbox
 pytestmark = pytest.mark.browser
 
 STREAM = "**/api/chat/stream"
+EXPIRED = "expiredOnLoad0000000000"  # looks like a server-issued id, but no server knows it
 
 
 def _sse(*events: tuple[str, dict[str, object]]) -> str:
@@ -126,7 +127,7 @@ def test_rate_limit_asks_to_wait_before_retrying(chat: Chatbox) -> None:
 
 
 def test_expired_conversation_starts_a_new_one_silently(chat: Chatbox) -> None:
-    chat.page.add_init_script("try { localStorage.setItem('hybridbot:conversation', 'expiredOnLoad0000000000') } catch {}")
+    chat.page.add_init_script(f"try {{ localStorage.setItem('hybridbot:conversation', '{EXPIRED}') }} catch {{}}")
     chat.load()
     chat.open()
 
@@ -134,7 +135,7 @@ def test_expired_conversation_starts_a_new_one_silently(chat: Chatbox) -> None:
     expect(chat.error).to_have_count(0)
     expect(chat.bot_turns).to_have_count(0)
     chat.ask("hi")
-    assert chat.conversation_id() not in (None, "expiredOnLoad0000000000")
+    assert chat.conversation_id() not in (None, EXPIRED)
 
     # Expired between two messages: the server answers 404 and nothing was applied.
     chat.page.evaluate("() => localStorage.setItem('hybridbot:conversation', 'expiredMidway0000000000')")
