@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
+from bot.ownership import ConversationInfo, check_user_id
 from bot.store import Record, StoreBackend, check_id, check_rating, encode, utc_day, with_feedback
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,19 @@ class MemoryStore(StoreBackend):
             for stale in [d for d in self._tokens if d < day]:
                 del self._tokens[stale]
         return len(old)
+
+    def owner_of(self, conversation_id: str) -> str | None:
+        with self._mutex:
+            entry = self._convs.get(check_id(conversation_id))
+            return json.loads(entry.record)["user_id"] if entry and entry.record else None
+
+    def conversations_of(self, user_id: str) -> list[ConversationInfo]:
+        check_user_id(user_id)
+        with self._mutex:
+            records = [(cid, json.loads(e.record)) for cid, e in self._convs.items() if e.record]
+        found = [ConversationInfo(cid, r["user_id"], r["created_at"], r["updated_at"])
+                 for cid, r in records if r["user_id"] == user_id]
+        return sorted(found, key=lambda c: (c.updated_at, c.id), reverse=True)
 
     def add_tokens_today(self, tokens: int, *, day: str | None = None) -> int:
         key = utc_day(day)

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, Iterator
 
 from bot.errors import StoreError
+from bot.ownership import ConversationInfo, check_user_id
 from bot.store import Record, StoreBackend, StoreBusyError, check_id, check_rating, encode, utc_day, with_feedback
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,9 @@ class RedisStore(StoreBackend):
     Keys: ``conv:{id}`` (state JSON, sliding expiry ``PX idle_ttl``), ``turns:{id}`` (list, one
     JSON turn per seq), ``turnidx:{id}`` (hash turn_id -> seq), ``feedback:{id}`` (hash
     turn_id -> JSON), ``lock:{id}`` (redis-py Lock), ``conversations`` (sorted set id ->
-    last activity, for purge and reports), ``tokens:{day}``. Transcripts have no TTL:
+    last activity, for purge and reports), ``tokens:{day}``; for conversations of verified
+    users also ``owner:{id}`` (the user id) and ``user:{user_id}`` (sorted set id -> last
+    activity). Transcripts and ownership have no TTL:
     they stay until ``delete``/``purge``. Not for Redis Cluster (saves use MULTI across keys).
 
     Args:
@@ -127,6 +130,9 @@ class RedisStore(StoreBackend):
                     pipe.rpush(self._key("turns", cid), *[encode(t) for t in turns])
                     pipe.hset(self._key("turnidx", cid), mapping={t["turn_id"]: t["seq"] for t in turns})
                 pipe.zadd(self._key("conversations"), {cid: record.updated_at})
+                if record.user_id is not None:
+                    pipe.set(self._key("owner", cid), record.user_id)
+                    pipe.zadd(self._key("user", record.user_id), {cid: record.updated_at})
                 pipe.delete(lock_key)
                 pipe.execute()
             except self._redis.exceptions.WatchError:
@@ -192,10 +198,13 @@ class RedisStore(StoreBackend):
     def delete(self, conversation_id: str) -> bool:
         cid = check_id(conversation_id)
         with self._errors():
+            owner = self._r.get(self._key("owner", cid))
             pipe = self._r.pipeline(transaction=True)
-            pipe.delete(*self._keys(cid))
+            pipe.delete(*self._keys(cid), self._key("owner", cid))
             pipe.zrem(self._key("conversations"), cid)
-            removed, _ = pipe.execute()
+            if owner is not None:
+                pipe.zrem(self._key("user", owner.decode()), cid)
+            removed = pipe.execute()[0]
         return int(removed) > 0
 
     def purge(self, *, older_than: datetime) -> int:
@@ -207,11 +216,54 @@ class RedisStore(StoreBackend):
             cids = [c.decode() for c in self._r.zrangebyscore(index, "-inf", f"({cutoff!r}")]
             for offset in range(0, len(cids), BATCH):
                 batch = cids[offset:offset + BATCH]
+                owners = self._r.mget([self._key("owner", cid) for cid in batch])
                 pipe = self._r.pipeline(transaction=True)
-                for cid in batch:
-                    pipe.delete(*self._keys(cid))
+                for cid, owner in zip(batch, owners):
+                    pipe.delete(*self._keys(cid), self._key("owner", cid))
+                    if owner is not None:
+                        pipe.zrem(self._key("user", owner.decode()), cid)
                 pipe.zrem(index, *batch)
                 count += pipe.execute()[-1]
+        return count
+
+    # -- users ------------------------------------------------------------------------------
+
+    def owner_of(self, conversation_id: str) -> str | None:
+        cid = check_id(conversation_id)
+        with self._errors():
+            owner = self._r.get(self._key("owner", cid))
+        return owner.decode() if owner is not None else None
+
+    def conversations_of(self, user_id: str) -> list[ConversationInfo]:
+        uid = check_user_id(user_id)
+        index = self._key("user", uid)
+        with self._errors():
+            entries = [(c.decode(), float(score))
+                       for c, score in self._r.zrange(index, 0, -1, desc=True, withscores=True)]
+            pipe = self._r.pipeline(transaction=False)
+            for cid, _ in entries:
+                pipe.get(self._key("owner", cid))
+                pipe.get(self._key("conv", cid))
+                pipe.lindex(self._key("turns", cid), 0)
+            results = pipe.execute()
+            found, stale = [], []
+            for (cid, score), owner, raw, first in zip(entries, results[::3], results[1::3], results[2::3]):
+                if owner is None or owner.decode() != uid:  # deleted, or the index lagged behind
+                    stale.append(cid)
+                    continue
+                created = json.loads(raw)["created_at"] if raw is not None else (
+                    json.loads(first)["created_at"] if first is not None else None)
+                found.append(ConversationInfo(cid, uid, created, score))
+            if stale:
+                self._r.zrem(index, *stale)
+        return found
+
+    def delete_user(self, user_id: str) -> int:
+        uid = check_user_id(user_id)
+        count = sum(1 for info in self.conversations_of(uid) if self.delete(info.id))
+        with self._errors():
+            self._r.delete(self._key("user", uid))
+        log.info("deleted %d conversation(s) of a user on request", count)
         return count
 
     def add_tokens_today(self, tokens: int, *, day: str | None = None) -> int:

@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from bot.errors import StoreError
+from bot.ownership import ConversationInfo, check_user_id
 from bot.store import (Record, StoreBackend, StoreBusyError, check_id, check_rating, encode, utc_day,
                        with_feedback)
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE conversations (
@@ -40,6 +41,9 @@ MIGRATIONS: dict[int, str] = {
     CREATE TABLE daily_tokens (day TEXT PRIMARY KEY, tokens INTEGER NOT NULL) WITHOUT ROWID;
     CREATE TABLE locks (
         conversation_id TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL) WITHOUT ROWID;
+    """,
+    2: """
+    CREATE INDEX conversations_by_user ON conversations(user_id, updated_at) WHERE user_id IS NOT NULL;
     """,
 }
 PAGE = 500  # rows per query when streaming turns
@@ -339,6 +343,35 @@ class SQLiteStore(StoreBackend):
                 count = conn.execute("DELETE FROM conversations WHERE updated_at < ?", (cutoff,)).rowcount
                 conn.execute("DELETE FROM daily_tokens WHERE day < ?", (day,))
                 conn.execute("DELETE FROM locks WHERE expires_at < ?", (time.time(),))
+        return count
+
+    # -- users ------------------------------------------------------------------------------
+
+    def owner_of(self, conversation_id: str) -> str | None:
+        cid = check_id(conversation_id)
+        with self._errors():
+            row = self._conn().execute("SELECT user_id FROM conversations WHERE id = ?", (cid,)).fetchone()
+        return row[0] if row else None
+
+    def conversations_of(self, user_id: str) -> list[ConversationInfo]:
+        uid = check_user_id(user_id)
+        with self._errors():
+            rows = self._conn().execute(
+                "SELECT id, user_id, created_at, updated_at FROM conversations WHERE user_id = ? "
+                "ORDER BY updated_at DESC, id DESC", (uid,)).fetchall()
+        return [ConversationInfo(*row) for row in rows]
+
+    def delete_user(self, user_id: str) -> int:
+        """Every conversation of the user, with turns and feedback, in one transaction."""
+        uid = check_user_id(user_id)
+        with self._errors():
+            conn = self._conn()
+            with self._write(conn):
+                owned = "SELECT id FROM conversations WHERE user_id = ?"
+                conn.execute(f"DELETE FROM turns WHERE conversation_id IN ({owned})", (uid,))
+                conn.execute(f"DELETE FROM feedback WHERE conversation_id IN ({owned})", (uid,))
+                count = conn.execute("DELETE FROM conversations WHERE user_id = ?", (uid,)).rowcount
+        log.info("deleted %d conversation(s) of a user on request", count)
         return count
 
     def add_tokens_today(self, tokens: int, *, day: str | None = None) -> int:

@@ -18,6 +18,7 @@ from typing import Any, Callable, ContextManager, Iterator, Protocol
 from urllib.parse import parse_qs, urlencode
 
 from bot.errors import StoreError
+from bot.ownership import ConversationInfo, UserData
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,10 @@ class ConversationStore(Protocol):
     def iter_turns(self, *, since: datetime | None = None) -> Iterator[dict[str, Any]]: ...
     def delete(self, conversation_id: str) -> bool: ...
     def purge(self, *, older_than: datetime) -> int: ...
+    def owner_of(self, conversation_id: str) -> str | None: ...
+    def conversations_of(self, user_id: str) -> list[ConversationInfo]: ...
+    def export_user(self, user_id: str) -> dict[str, Any]: ...
+    def delete_user(self, user_id: str) -> int: ...
     def add_tokens_today(self, tokens: int, *, day: str | None = None) -> int: ...
     def tokens_today(self, *, day: str | None = None) -> int: ...
     def ping(self) -> None: ...
@@ -204,7 +209,7 @@ class LocalLocks:
                 del self._queues[key]
 
 
-class StoreBackend(ABC):
+class StoreBackend(UserData, ABC):
     """``open()`` and the rules every backend shares; subclasses supply storage primitives.
 
     Locking is two-level: a FIFO lock per id inside the process, then the backend's
@@ -253,13 +258,14 @@ class StoreBackend(ABC):
 
     def _conversation(self, cid: str, record: Record | None, last_seq: int, create: bool) -> Conversation:
         now = time.time()
+        owner = record.user_id if record is not None else None  # ownership outlives the session
         if record is not None and self._expired(record, now):
             log.info("conversation %s idle for %.0f s: starting a new session", cid, now - record.updated_at)
             record = None
         if record is None and not create:
             raise KeyError(cid)
         if record is None:
-            record = Record(state={}, user_id=None, created_at=now, updated_at=now, first_seq=last_seq + 1)
+            record = Record(state={}, user_id=owner, created_at=now, updated_at=now, first_seq=last_seq + 1)
             is_new = True
         else:
             is_new = False

@@ -1,0 +1,183 @@
+"""HTTP side of visitor identity: Bearer tokens on /api/*, conversations kept with their owner, export and erasure."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+
+from .identity import IdentityError, IdentitySettings, User, verify_token
+from .ownership import check_user_id
+from .reload import BotHolder
+from .web_security import CONVERSATION_ID, ApiError, check_admin, conversation_id, error_response
+
+log = logging.getLogger(__name__)
+
+USER_KEY = "hybridbot_user"
+EXTENSION = "hybridbot_identity"
+# Word for word what web.py answers for an unknown id, so another user's conversation looks unknown too.
+UNKNOWN_CONVERSATION = ("This conversation has ended or does not exist. Send the message without "
+                        "'conversation_id' to start a new one.")
+INVALID_IDENTITY = "Your sign-in could not be verified ({reason}). Reload the page or sign in again."
+IDENTITY_REQUIRED = "Please sign in on the site to chat: this assistant needs to know who you are."
+CHALLENGE = 'Bearer realm="hybridbot", error="invalid_token"'
+
+
+def current_user() -> User | None:
+    """The verified user of the current request (None for an anonymous visitor)."""
+    return g.get(USER_KEY)
+
+
+def user_context() -> dict[str, Any] | None:
+    """What ``Bot.stream(..., user=...)`` takes for the current request: id, name, email; or None."""
+    user = current_user()
+    return user.as_context() if user is not None else None
+
+
+def register_identity(app: Flask, holder_or_bot: Any, settings: IdentitySettings | None = None) -> None:
+    """Verify identity tokens on ``/api/*`` and add the identity routes to ``app``.
+
+    * ``Authorization: Bearer <JWT>`` on any ``/api/*`` request is verified; a bad, expired or
+      tampered token is answered 401 ``invalid_identity`` before the view runs. With
+      ``settings.required`` a request without a token is 401 ``identity_required``.
+    * A conversation owned by a user answers only that user's requests: any other request
+      naming it (path ``<cid>`` or body ``conversation_id``) gets the same 404
+      ``unknown_conversation`` as an id that does not exist.
+    * ``GET /api/me/conversation``: the signed-in user's latest live conversation and its turns.
+    * ``DELETE /api/conversations/<cid>``: the visitor deletes their conversation (204).
+    * ``GET``/``DELETE /admin/users/<user_id>``: export or erase a user's data (admin token).
+
+    Args:
+        app: the app built by ``bot.web.create_app`` (its limiter and admin token are reused).
+        holder_or_bot: the ``BotHolder`` serving the app, or a ``Bot``.
+        settings: token settings; default ``IdentitySettings.from_env()``.
+    """
+    settings = settings if settings is not None else IdentitySettings.from_env()
+    bot_of: Callable[[], Any] = ((lambda: holder_or_bot.bot) if isinstance(holder_or_bot, BotHolder)
+                                 else (lambda: holder_or_bot))
+    app.extensions[EXTENSION] = settings
+    warned: list[bool] = []
+
+    @app.before_request
+    def identify() -> Response | None:
+        if not request.path.startswith("/api/") or request.method == "OPTIONS":
+            return None
+        user = None
+        header = request.headers.get("Authorization")
+        if header is not None and not settings.enabled:
+            if not warned:
+                warned.append(True)
+                log.warning("a request carried an identity token but BOT_IDENTITY_SECRET / BOT_IDENTITY_PUBLIC_KEY "
+                            "is not set: visitors are treated as anonymous")
+        elif header is not None:
+            scheme, _, token = header.partition(" ")
+            try:
+                if scheme.lower() != "bearer" or not token.strip():
+                    raise IdentityError("malformed", "the Authorization header is not 'Bearer <token>'")
+                user = verify_token(token.strip(), settings)
+            except IdentityError as exc:
+                log.warning("identity token rejected on %s %s: %s (%s)", request.method, request.path, exc.code,
+                            exc.detail)
+                return error_response(401, "invalid_identity", INVALID_IDENTITY.format(reason=_reason(exc.code)),
+                                      {"WWW-Authenticate": CHALLENGE})
+        elif settings.required:
+            return error_response(401, "identity_required", IDENTITY_REQUIRED,
+                                  {"WWW-Authenticate": 'Bearer realm="hybridbot"'})
+        setattr(g, USER_KEY, user)
+        cid = _named_conversation()
+        if cid is not None and not may_access(bot_of().store, cid, user):
+            log.info("%s %s names a conversation of another user: answered as unknown", request.method, request.path)
+            return error_response(404, "unknown_conversation", UNKNOWN_CONVERSATION)
+        return None
+
+    app.register_blueprint(_blueprint(app, bot_of))
+
+
+def may_access(store: Any, cid: str, user: User | None) -> bool:
+    """True if ``user`` (None: anonymous) may read and write conversation ``cid``: it is
+    anonymous (the id is the key) or owned by this very user."""
+    owner = store.owner_of(cid)
+    return owner is None or (user is not None and user.id == owner)
+
+
+def _reason(code: str) -> str:
+    return {"expired": "it has expired", "not_yet_valid": "it is not valid yet"}.get(code, "it is not valid")
+
+
+def _named_conversation() -> str | None:
+    """The conversation id the request names, in its path or JSON body (None if none or not an id)."""
+    cid = (request.view_args or {}).get("cid")
+    if cid is None and request.is_json:
+        limit = current_app.config.get("MAX_CONTENT_LENGTH")
+        if request.content_length is not None and (limit is None or request.content_length <= limit):
+            body = request.get_json(silent=True)
+            cid = body.get("conversation_id") if isinstance(body, dict) else None
+    return cid if isinstance(cid, str) and CONVERSATION_ID.fullmatch(cid) else None
+
+
+def _blueprint(app: Flask, bot_of: Callable[[], Any]) -> Blueprint:
+    from .web import iso  # web.py registers this blueprint: import at call time
+
+    web_state = app.extensions.get("hybridbot")
+    admin_token = getattr(getattr(web_state, "settings", None), "admin_token", None)
+    limits = getattr(getattr(web_state, "settings", None), "rate_limits", "")
+    limiter = getattr(web_state, "limiter", None)
+
+    def per_ip(scope: str) -> Callable[[Callable], Callable]:
+        if limiter is None or not limits:
+            return lambda view: view
+        return limiter.shared_limit(limits, scope=scope)
+
+    bp = Blueprint("identity", __name__)
+
+    @bp.get("/api/me/conversation")
+    @per_ip("api")
+    def my_conversation() -> Response:
+        from .web import _public_turn
+
+        user = current_user()
+        if user is None:
+            raise ApiError(401, "identity_required", IDENTITY_REQUIRED,
+                           {"WWW-Authenticate": 'Bearer realm="hybridbot"'})
+        bot = bot_of()
+        latest = next((c.id for c in bot.store.conversations_of(user.id) if bot.store.exists(c.id)), None)
+        turns = (bot.transcript(latest) or []) if latest else []
+        return jsonify(conversation_id=latest, turns=[_public_turn(t) for t in turns])
+
+    @bp.delete("/api/conversations/<cid>")
+    @per_ip("api")
+    def delete_conversation(cid: str) -> Response:
+        cid = conversation_id(cid)  # ownership was checked before the view ran
+        if not bot_of().store.delete(cid):
+            raise ApiError(404, "unknown_conversation", UNKNOWN_CONVERSATION)
+        log.info("a visitor deleted their conversation")
+        return Response(status=204)
+
+    @bp.get("/admin/users/<path:user_id>")
+    @per_ip("admin")
+    def export_user(user_id: str) -> Response:
+        check_admin(admin_token)
+        data = bot_of().store.export_user(_user_id(user_id))
+        for conv in data["conversations"]:
+            conv["created_at"], conv["updated_at"] = iso(conv["created_at"]), iso(conv["updated_at"])
+            for turn in conv["turns"]:
+                turn["created_at"] = iso(turn.get("created_at"))
+        data["exported_at"] = iso(data["exported_at"])
+        log.info("admin exported the data of a user (%d conversation(s))", len(data["conversations"]))
+        return jsonify(data)
+
+    @bp.delete("/admin/users/<path:user_id>")
+    @per_ip("admin")
+    def delete_user(user_id: str) -> Response:
+        check_admin(admin_token)
+        count = bot_of().store.delete_user(_user_id(user_id))
+        return jsonify(user_id=user_id, deleted_conversations=count)
+
+    return bp
+
+
+def _user_id(raw: str) -> str:
+    try:
+        return check_user_id(raw)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_user_id", str(exc)) from None
