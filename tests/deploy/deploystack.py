@@ -1,0 +1,398 @@
+"""Real servers for the deploy tests: gunicorn instances, NGINX, redis-server, a gated fake LLM.
+
+Every server runs as a child process in its own process group on 127.0.0.1 and a free port,
+with its logs in a temporary folder; ``Proc.stop()`` (or ``kill()``) ends the whole group.
+Also used by ``bench/http_throughput.py``.
+"""
+from __future__ import annotations
+
+import http.client
+import http.server
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = ROOT / ".venv" / "bin"
+NGINX_TEMPLATE = ROOT / "deploy" / "nginx.conf"
+GUNICORN_CONF = ROOT / "deploy" / "gunicorn.conf.py"
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+START_TIMEOUT = 30.0
+MACHINE_REDIS = "redis://127.0.0.1:6379/0"
+TEMPLATE_VARIABLE = re.compile(r"\$\{(HYBRIDBOT_[A-Z_]+)\}")
+# Variables a test environment must not inherit from the developer's shell.
+SCRUBBED = ("BOT_", "OPENAI_", "PROMETHEUS_", "GUNICORN_", "BIND")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: "Proc | None" = None, timeout: float = START_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.popen.poll() is not None:
+            raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.tail()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout:g} s" + (f":\n{proc.tail()}" if proc else ""))
+
+
+@dataclass
+class Proc:
+    """A child process in its own process group, logging to ``log_path``."""
+
+    name: str
+    popen: subprocess.Popen
+    log_path: Path
+
+    @classmethod
+    def start(cls, name: str, argv: list[str], log_dir: Path, env: Mapping[str, str] | None = None,
+              cwd: Path = ROOT) -> "Proc":
+        log_path = log_dir / f"{name}.log"
+        with open(log_path, "ab") as out:
+            popen = subprocess.Popen(argv, cwd=cwd, env=dict(env) if env is not None else None, stdout=out,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        return cls(name, popen, log_path)
+
+    @property
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to the whole process group (a gunicorn master and its workers)."""
+        try:
+            os.killpg(self.popen.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM the group, SIGKILL it if still there after ``timeout``; reap the child."""
+        if self.alive:
+            self.kill(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill(signal.SIGKILL)
+        self.kill(signal.SIGKILL)  # workers that outlived their master
+        self.popen.wait(timeout)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(SCRUBBED)}
+    env.update(extra)
+    return env
+
+
+def start_gunicorn(name: str, app: str, log_dir: Path, env: Mapping[str, str], *, workers: int = 1,
+                   threads: int = 8, metrics_dir: Path | None = None, wait: bool = True) -> tuple[Proc, int]:
+    """``gunicorn -c deploy/gunicorn.conf.py APP`` on a free port; returns once it accepts connections
+    (with ``wait=False`` at once: call ``wait_healthy`` before using it)."""
+    port = free_port()
+    settings = {"BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": str(workers), "GUNICORN_THREADS": str(threads),
+                "GUNICORN_GRACEFUL_TIMEOUT": "5", **env}
+    if metrics_dir is not None:
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        settings["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    proc = Proc.start(name, [str(VENV_BIN / "gunicorn"), "-c", str(GUNICORN_CONF), app], log_dir,
+                      clean_env(**settings))
+    if wait:
+        wait_healthy(port, proc)
+    return proc, port
+
+
+def wait_healthy(port: int, proc: Proc, timeout: float = START_TIMEOUT) -> None:
+    """Wait until ``GET /healthz`` answers 200 (a worker has loaded the bot)."""
+    wait_for_port(port, proc, timeout)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive:
+            raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.tail()}")
+        try:
+            if request(port, "GET", "/healthz", timeout=timeout).status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{proc.name} is not healthy after {timeout:g} s:\n{proc.tail()}")
+
+
+def render_nginx(template: str, **variables: str) -> str:
+    """The site template with ``${HYBRIDBOT_*}`` replaced, as envsubst does; NGINX's own $vars stay."""
+    missing = sorted(set(TEMPLATE_VARIABLE.findall(template)) - set(variables))
+    if missing:
+        raise KeyError(f"no value for {', '.join(missing)}")
+    return TEMPLATE_VARIABLE.sub(lambda m: variables[m.group(1)], template)
+
+
+def start_nginx(name: str, work_dir: Path, upstream_ports: list[int], *, web_root: Path = ROOT / "web",
+                upstream_options: str = "max_fails=1 fail_timeout=10s") -> tuple[Proc, int]:
+    """NGINX in the foreground with deploy/nginx.conf rendered into ``work_dir``."""
+    port = free_port()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    for sub in ("logs", "temp"):
+        (work_dir / sub).mkdir(exist_ok=True)
+    upstreams = " ".join(f"server 127.0.0.1:{p} {upstream_options};" for p in upstream_ports)
+    site = render_nginx(NGINX_TEMPLATE.read_text(encoding="utf-8"), HYBRIDBOT_LISTEN=f"127.0.0.1:{port}",
+                        HYBRIDBOT_SERVER_NAME="localhost", HYBRIDBOT_UPSTREAMS=upstreams,
+                        HYBRIDBOT_WEB_ROOT=str(web_root), HYBRIDBOT_LOG_DIR=str(work_dir / "logs"))
+    (work_dir / "hybridbot.conf").write_text(site, encoding="utf-8")
+    temp = work_dir / "temp"
+    user = "user root root;\n" if os.geteuid() == 0 else ""  # workers must read the repo and tmp paths
+    (work_dir / "nginx.conf").write_text(
+        f"{user}worker_processes 1;\n"
+        f"error_log {work_dir / 'logs' / 'error.log'} info;\n"
+        "events { worker_connections 1024; }\n"
+        "http {\n"
+        "    include /etc/nginx/mime.types;\n"
+        "    default_type application/octet-stream;\n"
+        f"    access_log off;\n"
+        f"    client_body_temp_path {temp}/body; proxy_temp_path {temp}/proxy;\n"
+        f"    fastcgi_temp_path {temp}/fastcgi; uwsgi_temp_path {temp}/uwsgi; scgi_temp_path {temp}/scgi;\n"
+        f"    include {work_dir / 'hybridbot.conf'};\n"
+        "}\n", encoding="utf-8")
+    proc = Proc.start(name, [NGINX, "-p", str(work_dir), "-c", str(work_dir / "nginx.conf"),
+                             "-g", f"daemon off; pid {work_dir / 'nginx.pid'};"], work_dir / "logs")
+    wait_for_port(port, proc)
+    return proc, port
+
+
+def start_redis(name: str, work_dir: Path) -> tuple[Proc, int]:
+    """A private redis-server (append-only file in ``work_dir``, so a restart keeps the data)."""
+    port = free_port()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    proc = Proc.start(name, [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(work_dir),
+                             "--daemonize", "no"], work_dir)
+    wait_for_port(port, proc)
+    return proc, port
+
+
+@dataclass
+class Stack:
+    """App instances (gunicorn) behind one NGINX; ``ports[i]`` addresses instance i directly."""
+
+    apps: list[Proc]
+    ports: list[int]
+    nginx: Proc
+    nginx_port: int
+    work_dir: Path
+    metrics_dirs: list[Path] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for proc in [self.nginx, *self.apps]:
+            proc.stop()
+
+    def nginx_error_log(self) -> str:
+        path = self.work_dir / "nginx" / "logs" / "hybridbot.error.log"
+        return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+
+
+# -- HTTP -------------------------------------------------------------------------------------------
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def request(port: int, method: str, path: str, body: Any = None, *, timeout: float = 15.0,
+            headers: Mapping[str, str] | None = None) -> Reply:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        data = None if body is None else json.dumps(body).encode()
+        sent = {"Content-Type": "application/json"} if data is not None else {}
+        conn.request(method, path, body=data, headers={**sent, **(headers or {})})
+        resp = conn.getresponse()
+        return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
+    finally:
+        conn.close()
+
+
+def chat(port: int, message: str, conversation_id: str | None = None, **kw: Any) -> Reply:
+    body: dict[str, Any] = {"message": message}
+    if conversation_id is not None:
+        body["conversation_id"] = conversation_id
+    return request(port, "POST", "/api/chat", body, **kw)
+
+
+def sse_events(resp: http.client.HTTPResponse) -> Iterator[tuple[str, Any]]:
+    """(event, data) pairs from an open text/event-stream response, as they arrive."""
+    name, data = "message", []
+    while True:
+        line = resp.readline()
+        if not line:
+            return
+        line = line.decode("utf-8").rstrip("\r\n")
+        if not line:
+            if data:
+                yield name, json.loads("\n".join(data))
+            name, data = "message", []
+        elif line.startswith(":"):
+            continue
+        elif line.startswith("event:"):
+            name = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].lstrip())
+
+
+def open_stream(port: int, message: str, conversation_id: str | None = None, *,
+                timeout: float = 15.0) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    body: dict[str, Any] = {"message": message}
+    if conversation_id is not None:
+        body["conversation_id"] = conversation_id
+    conn.request("POST", "/api/chat/stream", body=json.dumps(body).encode(),
+                 headers={"Content-Type": "application/json", "Accept": "text/event-stream"})
+    return conn, conn.getresponse()
+
+
+def metric_samples(text: str) -> dict[str, float]:
+    """``{'name{labels}': value}`` from the Prometheus text format, labels sorted by name
+    (multiprocess output orders them differently), comments skipped."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return samples
+
+
+# -- a fake LLM that can hold a reply mid-stream ------------------------------------------------------
+@dataclass
+class Gate:
+    """Holds one streamed reply after its first token until :meth:`open` (or ``limit`` seconds)."""
+
+    limit: float = 20.0
+    reached: threading.Event = field(default_factory=threading.Event)   # first token sent, now waiting
+    released: threading.Event = field(default_factory=threading.Event)
+    finished: threading.Event = field(default_factory=threading.Event)  # last token sent
+
+    def open(self) -> None:
+        self.released.set()
+
+
+class GatedLLM:
+    """OpenAI chat-completions (streaming) on loopback that replies ``You said: <text>`` word by
+    word. ``arm()`` returns a Gate for the next request: that reply pauses after its first word.
+
+    ``bot.fake_openai.FakeOpenAI`` can delay tokens but not hold one reply until the test says
+    so; this lets the SSE test prove causally (not by timing) that NGINX passes a delta on
+    while the model is still in the middle of its reply.
+    """
+
+    def __init__(self) -> None:
+        self._gates: list[Gate] = []
+        self._lock = threading.Lock()
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)) or b"{}")
+                text = "You said: " + next((m["content"] for m in reversed(body.get("messages", []))
+                                            if m.get("role") == "user"), "")
+                owner._answer(self, body, text)
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="gated-llm")
+        self._thread.start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def arm(self, limit: float = 20.0) -> Gate:
+        gate = Gate(limit)
+        with self._lock:
+            self._gates.append(gate)
+        return gate
+
+    def stop(self) -> None:
+        with self._lock:
+            for gate in self._gates:
+                gate.open()
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _answer(self, handler: http.server.BaseHTTPRequestHandler, body: Mapping[str, Any], text: str) -> None:
+        with self._lock:
+            gate = self._gates.pop(0) if self._gates else None
+        words = re.findall(r"\s*\S+", text)
+        usage = {"prompt_tokens": 10, "completion_tokens": len(words), "total_tokens": 10 + len(words)}
+        base = {"id": "chatcmpl-gated", "object": "chat.completion.chunk", "created": 1700000000,
+                "model": body.get("model") or "fake"}
+        if not body.get("stream"):
+            data = json.dumps({**base, "object": "chat.completion", "usage": usage, "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}).encode()
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data)
+            return
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/event-stream")
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+
+        def send(payload: Any) -> None:
+            data = b"data: " + (payload if isinstance(payload, bytes) else json.dumps(payload).encode()) + b"\n\n"
+            handler.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            handler.wfile.flush()
+
+        def chunk(delta: dict, finish: str | None = None) -> dict:
+            return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+        send(chunk({"role": "assistant", "content": ""}))
+        for n, word in enumerate(words):
+            send(chunk({"content": word}))
+            if n == 0 and gate is not None:
+                gate.reached.set()
+                gate.released.wait(gate.limit)
+        if gate is not None:
+            gate.finished.set()
+        send(chunk({}, "stop"))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            send({**base, "choices": [], "usage": usage})
+        send(b"[DONE]")
+        handler.wfile.write(b"0\r\n\r\n")
+        handler.wfile.flush()
