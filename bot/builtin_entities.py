@@ -103,9 +103,10 @@ def _numbers(text: str, now: datetime) -> Iterator[Found]:
             words = re.sub(r"\s+", " ", m.group(4).lower())
             if words in ("a", "an") or (words == "one" and _pronoun_one(text, m.start(), m.end())):
                 continue
-            parts = re.split(r"[- ]", words)
-            yield sum(_WORD_VALUE.get(p, 0) for p in parts) if words not in _WORD_VALUE else _WORD_VALUE[words], \
-                m.start(), m.end(), None, None
+            value = _WORD_VALUE.get(words)
+            if value is None:  # "twenty-five", "thirty two"
+                value = sum(_WORD_VALUE.get(part, 0) for part in re.split(r"[- ]", words))
+            yield value, m.start(), m.end(), None, None
 
 
 def _pronoun_one(text: str, start: int, end: int) -> bool:
