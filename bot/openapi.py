@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .web_security import CONVERSATION_ID, STATUS_ERRORS, TURN_ID
+from .web_security import ASSET_NAME, CONVERSATION_ID, STATUS_ERRORS, TURN_ID
 from .web_settings import WebSettings
 
 log = logging.getLogger(__name__)
@@ -179,6 +179,14 @@ def document(settings: WebSettings) -> dict[str, Any]:
             "/widget.css": {"get": {"operationId": "widgetStyle", "summary": "The chatbox styles.",
                                     "responses": {"200": {"description": "CSS.", "content": {
                                         "text/css": {"schema": {"type": "string"}}}}, **_errors(404)}}},
+            "/{asset}": {"get": {
+                "operationId": "asset", "summary": "Other files of the chatbox folder (the demo page's CSS, images).",
+                "parameters": [{"name": "asset", "in": "path", "required": True,
+                                "schema": {"type": "string", "pattern": f"^{ASSET_NAME}$"}}],
+                "responses": {"200": {"description": "The file.", "content": {
+                    "text/css": {"schema": {"type": "string"}}, "text/javascript": {"schema": {"type": "string"}},
+                    "image/svg+xml": {"schema": {"type": "string"}}, "image/png": {"schema": {}}}},
+                    **_errors(404)}}},
             "/admin/reload": {"post": {
                 "operationId": "reload", "summary": "Reload the bot's files; keep the old bot if they have errors.",
                 "security": admin,

@@ -13,20 +13,26 @@ from typing import Any, Callable, Mapping
 from flask import Flask, Response, jsonify, request, send_from_directory
 from flask_limiter import Limiter
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import BaseConverter
 
 from .app import Bot
 from .errors import StoreError
 from .openapi import document
 from .reload import BotHolder
 from .sse import EventPump
-from .web_security import (ApiError, conversation_id, conversation_key, chat_request, check_admin,
+from .web_security import (ASSET_NAME, ApiError, conversation_id, conversation_key, chat_request, check_admin,
                            feedback_request, install_error_handlers, install_headers, make_limiter)
 from .web_settings import WebSettings
 
 log = logging.getLogger(__name__)
 
-STATIC_FILES = ("index.html", "widget.js", "widget.css")
 ADMIN_TRANSCRIPTS_LIMIT = 50
+
+
+class AssetConverter(BaseConverter):
+    """Matches the chatbox folder's other files at the site root: ``demo.css``, ``logo.svg``..."""
+
+    regex = ASSET_NAME
 
 
 @dataclass
@@ -214,6 +220,8 @@ def _site_routes(app: Flask, state: WebState) -> None:
     app.add_url_rule("/", "index", lambda: static_file("index.html"), methods=["GET"])
     app.add_url_rule("/widget.js", "widget_js", lambda: static_file("widget.js"), methods=["GET"])
     app.add_url_rule("/widget.css", "widget_css", lambda: static_file("widget.css"), methods=["GET"])
+    app.url_map.converters["asset"] = AssetConverter
+    app.add_url_rule("/<asset:name>", "asset", static_file, methods=["GET"])  # demo.css, images
 
 
 def _admin_routes(app: Flask, state: WebState) -> None:

@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from bot.app import Bot
 from bot.store import MemoryStore
 from bot.testing import FakeLLM
-from bot.web import create_app, find_static_dir
+from bot.web import create_app, find_static_dir, serve
 from webbot import FlakyStore, GatedLLM, load_bot, parse_sse, wait_for, write_bot
 
 HELLO = "Hello! How can I help?"
@@ -278,6 +278,17 @@ def test_demo_page_and_widget_files_are_served(client: FlaskClient) -> None:
             assert resp.data == (static / path[1:]).read_bytes()
 
 
+def test_other_chatbox_files_are_served_at_the_root_by_name(client: FlaskClient, tmp_path: Path, bot: Bot) -> None:
+    (tmp_path / "demo.css").write_text("body { color: black }", encoding="utf-8")
+    (tmp_path / "secret.py").write_text("KEY = 1", encoding="utf-8")
+    client = create_app(bot, env={}, static_dir=tmp_path).test_client()
+    with client.get("/demo.css") as resp:
+        assert resp.status_code == 200 and resp.mimetype == "text/css" and b"color: black" in resp.data
+    for path in ("/secret.py", "/missing.css", "/..%2Fsecret.css", "/.hidden.css"):
+        with client.get(path) as resp:
+            assert resp.status_code == 404 and resp.get_json()["error"]["code"] == "not_found", path
+
+
 def test_demo_page_from_a_configured_folder(bot: Bot, tmp_path: Path) -> None:
     (tmp_path / "index.html").write_text("<!doctype html><title>demo</title>", encoding="utf-8")
     client = create_app(bot, env={}, static_dir=tmp_path).test_client()
@@ -377,3 +388,19 @@ def test_chunked_body_is_read_within_the_cap(client: FlaskClient) -> None:
     resp = client.post("/api/chat", input_stream=io.BytesIO(big), content_type="application/json",
                        environ_overrides={"wsgi.input_terminated": True})
     assert resp.status_code == 413 and resp.get_json()["error"]["code"] == "body_too_large"
+
+
+def test_serve_runs_a_threaded_server_that_watches_files(bot_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import werkzeug.serving
+
+    seen: dict[str, Any] = {}
+
+    def run_simple(host: str, port: int, app: Flask, **options: Any) -> None:
+        seen.update(host=host, port=port, options=options, watching=app.extensions["hybridbot"].holder.watching,
+                    holder=app.extensions["hybridbot"].holder)
+
+    monkeypatch.setattr(werkzeug.serving, "run_simple", run_simple)
+    serve(bot_dir, "127.0.0.1", 8765, store="memory://", env={})
+    assert (seen["host"], seen["port"]) == ("127.0.0.1", 8765)
+    assert seen["options"] == {"threaded": True, "use_reloader": False}
+    assert seen["watching"] is True and seen["holder"].watching is False  # stopped when the server returns
