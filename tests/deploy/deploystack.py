@@ -56,6 +56,21 @@ def wait_for_port(port: int, proc: "Proc | None" = None, timeout: float = START_
     raise RuntimeError(f"nothing listens on port {port} after {timeout:g} s" + (f":\n{proc.tail()}" if proc else ""))
 
 
+def wait_refused(port: int, timeout: float = 10.0) -> None:
+    """Wait until connecting to ``port`` is refused (every process holding the socket is gone)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                pass
+        except ConnectionRefusedError:
+            return
+        except OSError:
+            pass
+        time.sleep(0.02)
+    raise RuntimeError(f"port {port} still accepts connections after {timeout:g} s")
+
+
 @dataclass
 class Proc:
     """A child process in its own process group, logging to ``log_path``."""
