@@ -258,7 +258,8 @@ class StoreBackend(UserData, ABC):
 
     def _conversation(self, cid: str, record: Record | None, last_seq: int, create: bool) -> Conversation:
         now = time.time()
-        owner = record.user_id if record is not None else None  # ownership outlives the session
+        # Ownership outlives the session: Redis expires the record but keeps owner:{id}.
+        owner = record.user_id if record is not None else (self.owner_of(cid) if last_seq else None)
         if record is not None and self._expired(record, now):
             log.info("conversation %s idle for %.0f s: starting a new session", cid, now - record.updated_at)
             record = None
