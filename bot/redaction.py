@@ -14,7 +14,7 @@ BUILT_IN = ("email", "card", "phone")
 
 EMAIL = re.compile(r"(?<![\w.%+-])[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}(?![\w-])", re.IGNORECASE)
 # 13-19 digits in one run or in the printed groups (4-4-4-4..7, Amex 4-6-5); kept unless the Luhn sum holds.
-CARD = re.compile(r"(?<![\w#.,/-])(?:\d{13,19}|\d{4}([ -])\d{4}\1\d{4}\1\d{1,7}|\d{4}([ -])\d{6}\2\d{4,5})"
+CARD = re.compile(r"(?<![\w#+.,/-])(?:\d{13,19}|\d{4}([ -])\d{4}\1\d{4}\1\d{1,7}|\d{4}([ -])\d{6}\2\d{4,5})"
                   r"(?![\w/-]|[.,]\d)")
 PHONES = (
     # international: +CC or 00CC, then groups (an area code may be in parentheses)
@@ -22,7 +22,7 @@ PHONES = (
     # (area) 123 4567
     re.compile(r"(?<![\w(])\(\d{2,5}\)[ .-]?\d{3,4}[ .-]?\d{3,4}(?![\w/-]|[.,]\d)"),
     # national with separators: 020 7946 0958, 07700-900123, 555.123.4567, 1-800-555-0199
-    re.compile(r"(?<![\w#/.:,-])\d{1,5}(?:[ .-]\d{2,5}){1,4}(?![\w/:-]|[.,]\d)"),
+    re.compile(r"(?<![\w#/.:,-])\d{1,5}(?:[ .-]\d{2,8}){1,4}(?![\w/:-]|[.,]\d)"),
     # national, one run of digits: 07700900123, 5551234567
     re.compile(r"(?<![\w#/.:,-])(?:0\d{9,12}|[2-9]\d{9})(?![\w/:-]|[.,]\d)"),
 )
