@@ -102,3 +102,12 @@ def today(ctx: Context) -> date | None:
     if isinstance(now, date):
         return now
     return None
+
+
+@action
+def current_offers(ctx: Context) -> Reply:
+    """The offers of knowledge/offers.yaml: ``result.valid_until``, ``result.lines`` (one
+    '• offer' line each), ``result.conditions``."""
+    offers = FACTS["offers"]
+    return Reply(result={"valid_until": offers["valid_until"], "conditions": offers["conditions"],
+                         "lines": "\n".join(f"• {o}" for o in offers["list"])})

@@ -354,3 +354,10 @@ def test_facts_come_from_the_knowledge_files(actions: ActionRegistry) -> None:
     assert facts.FACTS["financing"]["apr_percent"] == 5.9
     assert facts.opening_hours(date(2026, 11, 29)) is None
     assert call(actions, "warranty_info", ctx()).result["new_cars"].startswith("5 years")
+
+
+def test_current_offers_lists_the_knowledge_file(actions: ActionRegistry) -> None:
+    result = call(actions, "current_offers", ctx()).result
+    assert result["valid_until"] == "31 December 2026"
+    assert result["lines"].splitlines()[0] == "• Electric models: 3.9% APR finance instead of 5.9%"
+    assert len(result["lines"].splitlines()) == 4
