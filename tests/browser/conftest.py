@@ -1,8 +1,9 @@
 """Browser-test fixtures: the app on a live loopback server, Debian's Chromium driven by Playwright.
 
-The app under test comes from the session fixture ``browser_app``. Here it is the in-memory stub
-in ``stub_app.py``; to run the same tests against the real bot, override it (session scope), e.g.
-``return bot.web.create_app(Bot.from_path(ROOT))``. Tests only assert what a visitor can see.
+The app under test is the real one: ``bot.web.create_app`` serving the repository's demo bot,
+with its LLM fallback pointed at a local server that speaks the OpenAI wire format
+(``bot.fake_openai``, streaming 40 ms per word) so streamed replies arrive the way a visitor
+sees them. Tests only assert what a visitor can see.
 """
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, sync_playwright
 from werkzeug.serving import make_server
 
+from bot.fake_openai import FakeOpenAI
+from bot.web import create_app
 from chatbox import Chatbox
-from stub_app import create_stub_app
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +33,24 @@ PHONE = {"width": 390, "height": 844}
 TIMEOUT_MS = 8000
 
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
 @pytest.fixture(scope="session")
-def browser_app() -> Any:
-    """The WSGI app the browser talks to. Override with session scope to test another app."""
-    return create_stub_app()
+def fake_llm_server() -> Iterator[FakeOpenAI]:
+    """A local OpenAI-compatible server; its default reply echoes the visitor, word by word."""
+    with FakeOpenAI(token_delay=0.04) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def browser_app(fake_llm_server: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The real app on the demo bot. Rate limits are off (the suite sends more than a visitor
+    would) and any origin may embed it (the embed tests use a second host name)."""
+    env = {"OPENAI_API_KEY": "test-key", "OPENAI_BASE_URL": fake_llm_server.base_url,
+           "BOT_CACHE_DIR": str(tmp_path_factory.mktemp("router-cache"))}
+    return create_app(ROOT, env=env, store="memory://", allowed_origins=("*",), rate_limits="off",
+                      conversation_rate_limits="off", reload=False)
 
 
 @pytest.fixture(scope="session")
