@@ -63,7 +63,8 @@ class Bot:
 
     def __init__(self, config: Config, actions: ActionRegistry, *, store: Any = None, llm: Any = None,
                  router: Any = None, action_timeout: float = DEFAULT_ACTION_TIMEOUT,
-                 cache_dir: Path | None = None, env: Mapping[str, str] | None = None) -> None:
+                 cache_dir: Path | None = None, env: Mapping[str, str] | None = None,
+                 action_pool: ThreadPoolExecutor | None = None) -> None:
         from .entities import EntityExtractor
         from .router import Router
         from .store import MemoryStore
@@ -75,7 +76,8 @@ class Bot:
         self.router = router if router is not None else Router(config.intents, cache_dir=cache_dir)
         self.extractor = EntityExtractor(config.intents.entities)
         self.action_timeout = action_timeout
-        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="hybridbot-action")
+        # Shared with the Bot that replaces this one on a reload, so turns in flight keep working.
+        self.action_pool = action_pool or ThreadPoolExecutor(max_workers=8, thread_name_prefix="hybridbot-action")
         self.llm = llm if llm is not None else self._default_llm()
         self.engine = Engine(config, self.run_action, self.extractor.extract)
         self.turns = TurnRunner(self)
@@ -138,7 +140,7 @@ class Bot:
         return self.store.add_feedback(conversation_id, turn_id, rating, comment)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.action_pool.shutdown(wait=False, cancel_futures=True)
         self.store.close()
 
     # -- handlers ---------------------------------------------------------------------------------
@@ -149,7 +151,7 @@ class Bot:
             raise ActionError(name, "no handler with this name is registered", str(source))
         ctx = Context(**fields, log=logging.getLogger(f"bot.actions.{name}"))
         started = time.perf_counter()
-        future = self._pool.submit(self.actions.get(name), ctx)
+        future = self.action_pool.submit(self.actions.get(name), ctx)
         try:
             result = future.result(timeout=self.action_timeout)
         except FutureTimeout:

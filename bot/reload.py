@@ -97,7 +97,8 @@ class BotHolder:
             old = self._bot
             started = time.perf_counter()
             try:
-                new = self.loader(self.root, store=old.store, llm=self._shared_llm(), env=self.env)
+                new = self.loader(self.root, store=old.store, llm=self._shared_llm(), env=self.env,
+                                  action_pool=old.action_pool)
             except ConfigErrors as exc:
                 self.last_errors = exc
                 log.error("reload of %s failed; the previous bot keeps serving:\n%s", self.root, exc.format())
