@@ -181,3 +181,47 @@ def _user_id(raw: str) -> str:
         return check_user_id(raw)
     except ValueError as exc:
         raise ApiError(400, "invalid_user_id", str(exc)) from None
+
+
+def add_to_openapi(doc: dict[str, Any]) -> dict[str, Any]:
+    """Describe the identity routes and the visitor's Bearer token in an OpenAPI document (in place)."""
+    def error_refs(*statuses: int) -> dict[str, Any]:
+        return {str(s): {"$ref": f"#/components/responses/E{s}"} for s in statuses}
+
+    cid_param = [{"name": "conversation_id", "in": "path", "required": True,
+                  "schema": {"$ref": "#/components/schemas/ConversationId"}}]
+    user_param = [{"name": "user_id", "in": "path", "required": True,
+                   "schema": {"type": "string", "minLength": 1, "maxLength": 256}}]
+    visitor = [{}, {"identityToken": []}]
+    admin = [{"adminToken": []}]
+    paths = doc.setdefault("paths", {})
+    paths.setdefault("/api/conversations/{conversation_id}", {})["delete"] = {
+        "operationId": "deleteConversation", "summary": "Delete the visitor's own conversation (state and transcript).",
+        "description": "Anonymous conversations: the id is the key. A signed-in user's conversation: only with "
+                       "that user's token; for anyone else it does not exist (404).",
+        "parameters": cid_param, "security": visitor,
+        "responses": {"204": {"description": "Deleted."}, **error_refs(400, 401, 404, 429, 500, 503)}}
+    paths["/api/me/conversation"] = {"get": {
+        "operationId": "myConversation", "summary": "The signed-in user's latest conversation, on any device.",
+        "security": [{"identityToken": []}],
+        "responses": {"200": {"description": "conversation_id is null when the user has none yet.", "content": {
+            "application/json": {"schema": {"type": "object", "required": ["conversation_id", "turns"],
+                                            "properties": {"conversation_id": {"type": ["string", "null"]},
+                                                           "turns": {"type": "array", "items": {"type": "object"}}}}}}},
+                      **error_refs(401, 429, 500, 503)}}}
+    paths["/admin/users/{user_id}"] = {
+        "get": {"operationId": "exportUser", "summary": "Every conversation and turn of one user (data export).",
+                "parameters": user_param, "security": admin,
+                "responses": {"200": {"description": "The user's data, oldest conversation first.",
+                                      "content": {"application/json": {"schema": {"type": "object"}}}},
+                              **error_refs(400, 401, 404, 500, 503)}},
+        "delete": {"operationId": "deleteUser", "summary": "Erase every conversation of one user.",
+                   "parameters": user_param, "security": admin,
+                   "responses": {"200": {"description": "How many conversations were deleted.",
+                                         "content": {"application/json": {"schema": {"type": "object"}}}},
+                                 **error_refs(400, 401, 404, 500, 503)}}}
+    schemes = doc.setdefault("components", {}).setdefault("securitySchemes", {})
+    schemes["identityToken"] = {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                                "description": "A short-lived JWT the host site signs for its signed-in user "
+                                               "(sub, name, email, aud, exp); see docs/security.md."}
+    return doc
