@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from .actions import ActionRegistry, Context, Reply, action
 from .app import Bot, Turn
+from .config import Button
 from .errors import ActionError, BotError, ConfigError, ConfigErrors, LLMError, StoreError
 
-__all__ = ["Bot", "Turn", "action", "ActionRegistry", "Context", "Reply", "BotError", "ConfigError",
+__all__ = ["Bot", "Turn", "Button", "action", "ActionRegistry", "Context", "Reply", "BotError", "ConfigError",
            "ConfigErrors", "ActionError", "LLMError", "StoreError"]
 __version__ = "0.1.0"

@@ -12,10 +12,12 @@ import logging
 import sys
 import types
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Union
 
+from .config import Button
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,7 @@ class Context:
     step: str | None
     user: Mapping[str, Any] | None = None
     result: Mapping[str, Any] = field(default_factory=dict)
+    now: datetime | None = None  # the turn's clock (tests fix it); None means "now"
     log: logging.Logger = field(default=log, repr=False, compare=False)
 
 
@@ -53,7 +56,7 @@ class Reply:
     slots: Mapping[str, Any] = field(default_factory=dict)
     result: Mapping[str, Any] = field(default_factory=dict)
     goto: str | None = None
-    buttons: tuple[str, ...] = ()
+    buttons: tuple[str | Button, ...] = ()
 
 
 Handler = Callable[[Context], Union[str, Reply, None]]

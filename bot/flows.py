@@ -215,7 +215,7 @@ class _Turn:
         for name in program.flow.slots:
             if carry and carry.get(name) is not None:
                 frame["slots"][name] = carry[name]
-        self.e.filler.prefill(program.flow, frame, self.route)
+        self.e.filler.prefill(program.flow, frame, self.route, self.context_fields(frame))
         if self.stack and self.stack[-1]["flow"] == flow_id:
             self.stack.pop()  # asked for the same thing again: start it afresh
         self.stack.append(frame)
@@ -233,10 +233,11 @@ class _Turn:
         if filled.error is not None:
             self.handler_failed(frame, filled.error)
             return
-        if filled.ok and not (strong_other and (route.kind == "rule" or not slot.entity)):
+        checked = bool(slot.entity or slot.choices or slot.regex or slot.validate)
+        if filled.ok and not (strong_other and (route.kind == "rule" or not checked)):
             self.out.kind, self.out.intent = "flow", (program.flow.triggers or (None,))[0]
             frame["slots"][slot.name] = filled.value
-            self.e.filler.correct(program.flow, frame, route, skip=slot.name)
+            self.e.filler.correct(program.flow, frame, route, self.context_fields(frame), skip=slot.name)
             frame["asking"], frame["attempts"] = None, 0
             frame["pc"] += 1
             self.run(frame)
@@ -244,7 +245,7 @@ class _Turn:
         if strong_other and not CORRECTION_CUE.search(self.text):
             self.routed()
             return
-        changed = self.e.filler.correct(program.flow, frame, route, skip=slot.name)
+        changed = self.e.filler.correct(program.flow, frame, route, self.context_fields(frame), skip=slot.name)
         if strong_other and not changed:
             self.routed()
             return
@@ -281,7 +282,8 @@ class _Turn:
         variables = self.variables(frame)
         return {"conversation_id": self.cid, "text": self.text, "intent": self.route.intent,
                 "entities": variables["entities"], "slots": dict(frame["slots"]), "flow": frame["flow"],
-                "step": None, "user": dict(self.user) if self.user else None, "result": dict(frame["result"])}
+                "step": None, "user": dict(self.user) if self.user else None, "result": dict(frame["result"]),
+                "now": self.now or datetime.now()}
 
     def goto(self, frame: dict, target: str, source: Source) -> None:
         program = self.e.programs[frame["flow"]]

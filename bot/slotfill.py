@@ -35,19 +35,20 @@ class SlotFiller:
         self.extract = extract          # (text, only=[names], now=) -> [EntityMatch]
         self.run_action = run_action    # (name, ctx_fields, source) -> Reply
 
-    def prefill(self, flow: Flow, frame: dict, route: Any) -> None:
+    def prefill(self, flow: Flow, frame: dict, route: Any, fields: dict) -> None:
         """Slots take entities from the message that started the flow: the n-th slot of an
-        entity gets the n-th mention of it ("compare the X3 and the Sedan S")."""
+        entity gets the n-th mention of it ("compare the X3 and the Sedan S"). A value the
+        slot's checks refuse is left for the question to ask again."""
         found = _matches_for(flow, route)
         for slot in flow.slots.values():
             values = found.get(slot.entity or "", [])
             if slot.entity and values and frame["slots"].get(slot.name) is None:
-                value = values.pop(0)
-                if not slot.choices or str(value) in slot.choices:
-                    frame["slots"][slot.name] = value
+                checked = self.accept(slot, values.pop(0), fields)
+                if checked.ok and checked.error is None:
+                    frame["slots"][slot.name] = checked.value
 
-    def correct(self, flow: Flow, frame: dict, route: Any, *, skip: str) -> list[tuple[str, Any]]:
-        """Change filled slots whose entity the message mentions with a new value."""
+    def correct(self, flow: Flow, frame: dict, route: Any, fields: dict, *, skip: str) -> list[tuple[str, Any]]:
+        """Change filled slots whose entity the message mentions with a new, valid value."""
         changed = []
         found = _matches_for(flow, route)
         for slot in flow.slots.values():
@@ -56,15 +57,16 @@ class SlotFiller:
             siblings = [s for s in flow.slots.values() if s.entity == slot.entity]
             values = found.get(slot.entity, [])
             if len(siblings) == 1 and len(values) == 1 and values[0] != frame["slots"][slot.name]:
-                frame["slots"][slot.name] = values[0]
-                changed.append((slot.name, values[0]))
+                checked = self.accept(slot, values[0], fields)
+                if checked.ok and checked.error is None:
+                    frame["slots"][slot.name] = checked.value
+                    changed.append((slot.name, checked.value))
         return changed
 
     def fill(self, slot: SlotDef, text: str, route: Any, frame: dict, fields: dict, now: datetime | None) -> Filled:
         value: Any
         if slot.entity:
-            matches = self.extract(text, only=[slot.entity], now=now)
-            values = [m.value for m in matches]
+            values = [m.value for m in self.extract(text, only=[slot.entity], now=now)]
             if not values:
                 return Filled(False)
             others = {v for k, v in frame["slots"].items() if k != slot.name}
@@ -73,6 +75,10 @@ class SlotFiller:
             value = text.strip()
             if not value:
                 return Filled(False)
+        return self.accept(slot, value, fields)
+
+    def accept(self, slot: SlotDef, value: Any, fields: dict) -> Filled:
+        """Run the slot's checks (choices, regex, validate handler) on a candidate value."""
         if slot.choices:
             chosen = _choice(str(value), slot.choices)
             if chosen is None:
