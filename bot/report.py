@@ -1,0 +1,415 @@
+"""``hybridbot report``: top intents, fallback rate, weak routes, thumbs-down turns, candidate intents."""
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Collection, Iterable, Mapping
+
+log = logging.getLogger(__name__)
+
+LOW_CONFIDENCE_KINDS = ("classifier", "ambiguous")  # the router acted, but on a score, not a rule
+MAX_CLUSTER_TEXTS = 2000  # distinct fallback messages clustered (the most frequent); keeps memory bounded
+CLUSTER_DISTANCE = 0.85  # cosine distance below which groups of fallback messages merge
+MAX_EXAMPLES = 8
+_RELATIVE = re.compile(r"^\s*(\d+)\s*([dhm])\s*$")
+_WORD = re.compile(r"[^\W\d_][\w']*")
+
+
+@dataclass(frozen=True)
+class TurnLine:
+    """One turn as the report shows it."""
+
+    conversation_id: str
+    turn_id: str
+    created_at: float
+    text: str
+    reply: str
+    kind: str
+    intent: str | None
+    score: float | None
+
+    @classmethod
+    def of(cls, turn: Mapping[str, Any]) -> "TurnLine":
+        route = turn.get("route") or {}
+        score = route.get("score")
+        return cls(conversation_id=str(turn.get("conversation_id", "")), turn_id=str(turn.get("turn_id", "")),
+                   created_at=float(turn.get("created_at") or 0.0), text=str(turn.get("text_in", "")),
+                   reply="\n".join(r.get("text", "") for r in turn.get("replies") or () if r.get("text")),
+                   kind=str(turn.get("kind") or route.get("kind") or "fallback"),
+                   intent=turn.get("intent") or route.get("intent"),
+                   score=float(score) if isinstance(score, (int, float)) else None)
+
+
+@dataclass(frozen=True)
+class DayStats:
+    day: str  # YYYY-MM-DD, UTC
+    turns: int
+    fallbacks: int
+
+    @property
+    def rate(self) -> float:
+        return self.fallbacks / self.turns if self.turns else 0.0
+
+
+@dataclass(frozen=True)
+class LowConfidence:
+    turn: TurnLine  # the weakest of the repeats
+    candidates: tuple[tuple[str, float], ...]  # the router's top candidates
+    count: int = 1  # how often this message got this intent
+
+
+@dataclass(frozen=True)
+class ThumbsDown:
+    turn: TurnLine
+    comment: str
+    context: tuple[TurnLine, ...]  # the turns before it in the conversation, oldest first
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Fallback messages that say much the same thing: a candidate new intent."""
+
+    name: str
+    size: int  # messages, repeats included
+    terms: tuple[str, ...]
+    examples: tuple[str, ...]
+
+    @property
+    def intent_yaml(self) -> str:
+        """Lines to paste under ``intents:`` in intents.yaml."""
+        lines = [f"  {self.name}:",
+                 f"    description: {json.dumps(f'TODO: what visitors want ({self.size} fallback messages)')}",
+                 "    examples:"]
+        lines += [f"      - {json.dumps(example, ensure_ascii=False)}" for example in self.examples]
+        return "\n".join(lines) + "\n"
+
+    @property
+    def flow_yaml(self) -> str:
+        """A starting ``flows/<name>.yaml`` (every intent needs a flow it triggers)."""
+        about = ", ".join(self.terms) or self.name
+        return (f"version: 1\ndescription: {json.dumps(f'answers questions about {about}')}\n"
+                f"trigger: {self.name}\nsteps:\n"
+                f"  - say: {json.dumps(f'TODO: the answer for visitors asking about {about}.')}\n")
+
+
+@dataclass(frozen=True)
+class Report:
+    since: datetime | None
+    first_at: float | None
+    last_at: float | None
+    turns: int
+    conversations: int
+    fallbacks: int
+    kinds: tuple[tuple[str, int], ...]
+    top_intents: tuple[tuple[str, int], ...]
+    days: tuple[DayStats, ...]
+    low_confidence: tuple[LowConfidence, ...]
+    thumbs_down: tuple[ThumbsDown, ...]
+    votes: Mapping[str, int]
+    llm_turns: int
+    llm_errors: tuple[tuple[str, int], ...]
+    clusters: tuple[Cluster, ...]
+    unclustered: int  # fallback messages that grouped with no other
+
+    @property
+    def fallback_rate(self) -> float:
+        return self.fallbacks / self.turns if self.turns else 0.0
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """``7d``, ``24h``, ``30m`` (ago), or an ISO date / date-time (UTC when no zone is given)."""
+    now = now or datetime.now(timezone.utc)
+    match = _RELATIVE.match(text)
+    if match:
+        unit = {"d": "days", "h": "hours", "m": "minutes"}[match.group(2)]
+        return now - timedelta(**{unit: int(match.group(1))})
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"--since must look like 7d, 24h, 30m, 2026-11-01 or 2026-11-01T08:00, got {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _day(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).date().isoformat()
+
+
+def build_report(store: Any, since: datetime | None = None, *, known_intents: Collection[str] = (),
+                 top: int = 15, low_confidence: int = 20, context_turns: int = 3,
+                 max_thumbs_down: int = 50) -> Report:
+    """Read every turn since ``since`` from ``store.iter_turns`` and summarise them.
+
+    Args:
+        store: a ConversationStore (``bot.store.open_store(...)``).
+        since: only turns created at or after this time.
+        known_intents: the bot's intent names; suggested intent names avoid them.
+        top, low_confidence, max_thumbs_down: how many rows those sections keep.
+        context_turns: earlier turns shown with each thumbs-down turn.
+    """
+    turns = conversations = fallbacks = llm_turns = 0
+    first_at: float | None = None
+    last_at = None
+    kinds: collections.Counter[str] = collections.Counter()
+    intents: collections.Counter[str] = collections.Counter()
+    days: dict[str, list[int]] = {}
+    weak: dict[tuple[str, str | None], LowConfidence] = {}
+    downs: list[ThumbsDown] = []
+    votes: collections.Counter[str] = collections.Counter()
+    errors: collections.Counter[str] = collections.Counter()
+    fallback_texts: collections.Counter[str] = collections.Counter()
+    recent: dict[str, collections.deque[TurnLine]] = {}
+    for raw in store.iter_turns(since=since):
+        line = TurnLine.of(raw)
+        turns += 1
+        first_at = line.created_at if first_at is None else first_at
+        last_at = line.created_at
+        history = recent.get(line.conversation_id)
+        if history is None:
+            conversations += 1
+            history = recent[line.conversation_id] = collections.deque(maxlen=max(context_turns, 0) or 1)
+        kinds[line.kind] += 1
+        if line.intent:
+            intents[line.intent] += 1
+        day = days.setdefault(_day(line.created_at), [0, 0])
+        day[0] += 1
+        if line.kind == "fallback":
+            fallbacks += 1
+            day[1] += 1
+            if line.text.strip():
+                fallback_texts[" ".join(line.text.split())] += 1
+        if line.kind in LOW_CONFIDENCE_KINDS and line.score is not None:
+            trace = (raw.get("route") or {}).get("trace") or {}
+            candidates = tuple((str(n), float(s)) for n, s in (trace.get("candidates") or ())[:3])
+            key = (" ".join(line.text.lower().split()), line.intent)
+            seen = weak.get(key)
+            if seen is None or line.score < (seen.turn.score or 0.0):
+                weak[key] = LowConfidence(line, candidates, seen.count + 1 if seen else 1)
+            else:
+                weak[key] = LowConfidence(seen.turn, seen.candidates, seen.count + 1)
+        llm = raw.get("llm")
+        if isinstance(llm, Mapping):
+            llm_turns += 1
+            if llm.get("error"):
+                errors[str(llm["error"])] += 1
+        feedback = raw.get("feedback")
+        if isinstance(feedback, Mapping) and feedback.get("rating"):
+            votes[str(feedback["rating"])] += 1
+            if feedback["rating"] == "down" and len(downs) < max_thumbs_down:
+                context = tuple(history) if context_turns > 0 else ()
+                downs.append(ThumbsDown(line, str(feedback.get("comment") or ""), context))
+        history.append(line)
+    clusters, unclustered = cluster_messages(fallback_texts, known_intents)
+    return Report(
+        since=since, first_at=first_at, last_at=last_at, turns=turns, conversations=conversations,
+        fallbacks=fallbacks, kinds=tuple(kinds.most_common()), top_intents=tuple(intents.most_common(top)),
+        days=tuple(DayStats(d, n, f) for d, (n, f) in sorted(days.items())),
+        low_confidence=tuple(sorted(weak.values(), key=lambda w: (w.turn.score, -w.count, w.turn.created_at))
+                             [:low_confidence]),
+        thumbs_down=tuple(downs), votes=dict(votes), llm_turns=llm_turns, llm_errors=tuple(errors.most_common()),
+        clusters=tuple(clusters), unclustered=unclustered)
+
+
+# -- candidate intents --------------------------------------------------------------------------
+def _intent_name(terms: Iterable[str], taken: set[str]) -> str:
+    words = [re.sub(r"[^a-z0-9]+", "_", t.lower()).strip("_") for t in terms]
+    base = "_".join(w for w in words if w)[:40].strip("_") or "new_intent"
+    if not base[0].isalpha():
+        base = f"ask_{base}"
+    name, n = base, 2
+    while name in taken:
+        name, n = f"{base}_{n}", n + 1
+    taken.add(name)
+    return name
+
+
+def cluster_messages(counts: Mapping[str, int], known_intents: Collection[str] = (), *, min_size: int = 2,
+                     distance: float = CLUSTER_DISTANCE) -> tuple[list[Cluster], int]:
+    """Group messages (text -> how often it was sent) into candidate intents.
+
+    Features: TF-IDF of the content words (English stop words dropped, suffixes lightly
+    stripped) and, weighted equally, of their character 3-5-grams. Cosine distance,
+    average-linkage agglomerative clustering cut at ``distance``: deterministic, and the
+    number of groups follows from the data. Groups smaller than ``min_size`` messages
+    (repeats count) are left out. Returns the clusters, biggest first, and how many
+    messages were left out.
+    """
+    spellings: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    for text, n in counts.items():
+        spellings[text.lower()][text] += n
+    shown = [(min(c, key=lambda t: (-c[t], t)), sum(c.values())) for c in spellings.values()]
+    items = sorted(shown, key=lambda tn: (-tn[1], tn[0]))[:MAX_CLUSTER_TEXTS]
+    total = sum(n for _, n in items)
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    tokens = [_content_words(text) for text, _ in items]
+    keep = [i for i, words in enumerate(tokens) if words]
+    if not keep:
+        return [], total
+    words = TfidfVectorizer(analyzer=lambda ws: [_stem(w) for w in ws], sublinear_tf=True)
+    word_matrix = words.fit_transform([tokens[i] for i in keep])
+    labels = _group([" ".join(tokens[i]) for i in keep], word_matrix, distance)
+    groups: dict[int, list[int]] = collections.defaultdict(list)
+    for row, label in enumerate(labels):
+        groups[label].append(row)
+    vocabulary = words.get_feature_names_out()
+    taken = set(known_intents)
+    clusters: list[Cluster] = []
+    for rows in sorted(groups.values(), key=lambda rs: (-sum(items[keep[r]][1] for r in rs), items[keep[rs[0]]][0])):
+        size = sum(items[keep[r]][1] for r in rows)
+        if size < min_size:
+            continue
+        centroid = word_matrix[rows].mean(axis=0).A1
+        order = sorted(range(len(centroid)), key=lambda j: (-centroid[j], vocabulary[j]))
+        spelled = collections.Counter(w for r in rows for w in tokens[keep[r]])
+        terms = _distinct_terms([max((w for w in spelled if _stem(w) == vocabulary[j]), key=lambda w: (spelled[w], w))
+                                 for j in order[:6] if centroid[j] > 0])
+        closeness = (word_matrix[rows] @ centroid).tolist()
+        ranked = sorted(((keep[r], c) for r, c in zip(rows, closeness)),
+                        key=lambda rc: (-rc[1], -items[rc[0]][1], items[rc[0]][0]))
+        examples = tuple(items[r][0].replace("{", "(").replace("}", ")") for r, _ in ranked[:MAX_EXAMPLES])
+        clusters.append(Cluster(_intent_name(terms, taken), size, terms, examples))
+    return clusters, total - sum(c.size for c in clusters)
+
+
+def _content_words(text: str) -> list[str]:
+    """Lower-case words of ``text`` without English stop words (names of intents come from these)."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return [w for w in _WORD.findall(text.lower()) if w not in ENGLISH_STOP_WORDS and len(w) > 1]
+
+
+def _stem(word: str) -> str:
+    """A light suffix strip so 'finance' and 'financing' count as one word."""
+    if len(word) > 4:
+        for suffix in ("ing", "ed", "es", "e", "s"):
+            if word.endswith(suffix):
+                return word[:-len(suffix)]
+    return word
+
+
+def _distinct_terms(ranked: list[str], n: int = 2) -> tuple[str, ...]:
+    """The first ``n`` terms that are not variants of an earlier one (finance / financing)."""
+    chosen: list[str] = []
+    for term in ranked:
+        if not any(term[:5] == other[:5] for other in chosen):
+            chosen.append(term)
+            if len(chosen) == n:
+                break
+    return tuple(chosen)
+
+
+def _group(content: list[str], word_matrix: Any, distance: float) -> list[int]:
+    if len(content) < 2:
+        return [0] * len(content)
+    import numpy as np
+    import scipy.sparse as sparse
+    from sklearn.cluster import AgglomerativeClustering
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.metrics.pairwise import cosine_distances
+    from sklearn.preprocessing import normalize
+
+    chars = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True).fit_transform(content)
+    features = normalize(sparse.hstack([word_matrix * np.sqrt(0.5), chars * np.sqrt(0.5)]).tocsr())
+    model = AgglomerativeClustering(n_clusters=None, metric="precomputed", linkage="average",
+                                    distance_threshold=distance)
+    return [int(label) for label in model.fit_predict(cosine_distances(features))]
+
+
+# -- text ------------------------------------------------------------------------------------------
+def _when(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _short(text: str, width: int = 70) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def format_text(report: Report) -> str:
+    """The report as plain text for a terminal or an e-mail."""
+    out = [f"hybridbot report: {report.turns} turns in {report.conversations} conversations, "
+           f"{_when(report.first_at)} to {_when(report.last_at)}"
+           + (f" (since {report.since.isoformat()})" if report.since else "")]
+    if not report.turns:
+        return out[0] + "\n\nNo turns recorded in this period.\n"
+    out += ["", f"Fallback rate: {report.fallback_rate:.1%} ({report.fallbacks} of {report.turns} turns)",
+            "Route kinds: " + ", ".join(f"{k} {n}" for k, n in report.kinds),
+            f"Feedback: {report.votes.get('up', 0)} up, {report.votes.get('down', 0)} down",
+            f"LLM turns: {report.llm_turns}" + ("; errors: " + ", ".join(f"{k} {n}" for k, n in report.llm_errors)
+                                             if report.llm_errors else ""),
+            "", "Top intents"]
+    out += [f"  {n:6d}  {name}" for name, n in report.top_intents] or ["  (none)"]
+    out += ["", "Fallback rate per day (UTC)"]
+    out += [f"  {d.day}  {d.rate:6.1%}  {d.fallbacks:5d} / {d.turns:<5d} {'#' * round(d.rate * 40)}" for d in report.days]
+    out += ["", "Lowest-confidence routes (the bot acted on a weak score)"]
+    for w in report.low_confidence:
+        others = ", ".join(f"{n} {s:.2f}" for n, s in w.candidates[1:])
+        out.append(f"  {w.turn.score:.2f}  {w.turn.intent or '-':<20} {_short(w.turn.text, 50)!r}"
+                   + (f" x{w.count}" if w.count > 1 else "") + (f"  (then: {others})" if others else ""))
+    if not report.low_confidence:
+        out.append("  (none)")
+    out += ["", f"Thumbs down ({len(report.thumbs_down)})"]
+    for down in report.thumbs_down:
+        out.append(f"  conversation {down.turn.conversation_id}, {_when(down.turn.created_at)}"
+                   + (f", comment: {_short(down.comment)!r}" if down.comment else ""))
+        for ctx in down.context:
+            out += [f"      visitor: {_short(ctx.text)}", f"      bot:     {_short(ctx.reply)}"]
+        out += [f"    > visitor: {_short(down.turn.text)}", f"    > bot:     {_short(down.turn.reply)}"]
+    if not report.thumbs_down:
+        out.append("  (none)")
+    out += ["", f"Candidate new intents from fallback messages ({len(report.clusters)} groups, "
+                f"{report.unclustered} messages left ungrouped)"]
+    for cluster in report.clusters:
+        out += ["", f"  {cluster.name}: {cluster.size} messages, about {', '.join(cluster.terms) or '-'}",
+                "  intents.yaml (under 'intents:'):", _indent(cluster.intent_yaml, 4),
+                f"  flows/{cluster.name}.yaml:", _indent(cluster.flow_yaml, 4)]
+    return "\n".join(out) + "\n"
+
+
+def _indent(text: str, spaces: int) -> str:
+    return "\n".join(" " * spaces + line if line else line for line in text.rstrip("\n").split("\n"))
+
+
+def format_html(report: Report) -> str:
+    """The report as one self-contained HTML page with inline SVG charts (``bot.report_html``)."""
+    from .report_html import format_html as render
+
+    return render(report)
+
+
+def run_report(directory: str | Path, *, since: str | None = None, html: str | Path | None = None,
+               store_url: str | None = None, env: Mapping[str, str] | None = None) -> str:
+    """What ``hybridbot report`` does: open the bot's store, summarise, optionally write the HTML page.
+
+    The store is ``store_url``, else ``BOT_STORE`` from ``env``, else the bot's SQLite file. The
+    intents of ``directory`` are read (when it loads) so suggested names avoid existing ones.
+    Returns the text report. Raises ValueError for a bad ``since``, StoreError for the store.
+    """
+    from .config import load_config
+    from .errors import ConfigErrors
+    from .store import open_store
+
+    env = os.environ if env is None else env
+    start = parse_since(since) if since else None
+    try:
+        known: Collection[str] = tuple(load_config(directory).intents.intents)
+    except ConfigErrors as exc:
+        log.warning("report: %s does not load (%d errors); suggested names may repeat existing intents",
+                    directory, len(exc.errors))
+        known = ()
+    store = open_store(store_url or env.get("BOT_STORE"), root=Path(directory))
+    try:
+        report = build_report(store, start, known_intents=known)
+    finally:
+        store.close()
+    if html is not None:
+        Path(html).write_text(format_html(report), encoding="utf-8")
+    return format_text(report)
