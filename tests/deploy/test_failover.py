@@ -1,5 +1,12 @@
-"""An app instance killed with SIGKILL mid-conversation: NGINX sends the next messages to the other."""
+"""Instances dying (SIGKILL) or reloading (SIGHUP) behind NGINX: visitors' messages still get answers."""
 from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+from collections import Counter
 
 import pytest
 
@@ -53,3 +60,56 @@ def test_with_every_instance_down_nginx_answers_503_in_json(stack: Stack) -> Non
     assert reply.headers["content-type"] == "application/json"
     assert reply.headers["retry-after"] == "5"
     assert reply.json()["error"]["code"] == "unavailable"
+
+
+def wait_for_log(proc, text: str, count: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while proc.log_text().count(text) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{proc.name} did not log {text!r} {count} times:\n{proc.tail()}")
+        time.sleep(0.05)
+
+
+def wait_gone(pid: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"worker {pid} still runs {timeout:g} s after the reload")
+
+
+def test_a_graceful_reload_of_each_instance_under_load_answers_every_message(stack: Stack) -> None:
+    stop = threading.Event()
+    statuses: Counter[object] = Counter()
+    lock = threading.Lock()
+
+    def visitor() -> None:
+        cid = None
+        while not stop.is_set():
+            try:
+                reply = chat(stack.nginx_port, "opening hours", cid)
+                status: object = reply.status
+                cid = reply.json().get("conversation_id", cid)
+            except OSError as exc:
+                status = type(exc).__name__
+            with lock:
+                statuses[status] += 1
+
+    threads = [threading.Thread(target=visitor) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        for app in stack.apps:  # SIGHUP: gunicorn starts new workers, old ones finish their requests
+            booted = app.log_text().count("Booting worker")
+            old_worker = int(re.findall(r"Booting worker with pid: (\d+)", app.log_text())[-1])
+            os.kill(app.popen.pid, signal.SIGHUP)
+            wait_for_log(app, "Booting worker", booted + 1)
+            wait_gone(old_worker)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    assert statuses[200] > 0 and set(statuses) == {200}, statuses
