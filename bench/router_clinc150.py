@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared/data/clinc150/data_full.json"
-VAL_OOS_RECALL = 0.70   # oos_val is easier than oos_test: aim higher on val than wanted in production
+VAL_OOS_RECALL = 0.70   # the alternative rule: oos_val is easier than oos_test, so aim above 55 %
 LATENCY_MESSAGES = 2000
 REFERENCES = (("BERT (Larson et al. 2019, threshold)", 96.2, 52.3),
               ("SVM (Larson et al. 2019, threshold)", 88.2, 18.0))
@@ -88,8 +88,8 @@ def measure(data: dict[str, list[tuple[str, str | None]]], classifier: str) -> d
         rss = _rss_of_loaded_router(cache, classifier)
     val = data["val"] + data["oos_val"]
     test = data["test"] + data["oos_test"]
-    chosen = calibrate(router, val, target_oos_recall=VAL_OOS_RECALL)
-    balanced = calibrate(router, val)
+    chosen = calibrate(router, val)
+    balanced = calibrate(router, val, target_oos_recall=VAL_OOS_RECALL)
     acc, rec = evaluate(router, test, chosen.threshold, chosen.margin)
     acc_b, rec_b = evaluate(router, test, balanced.threshold, balanced.margin)
     acc_0, rec_0 = evaluate(router, test, 0.0, 0.0)
@@ -127,9 +127,10 @@ def run() -> str:
     labels = {"tfidf": "default `tfidf` (TF-IDF + LR)", "embeddings": "`embeddings` extra (TF-IDF + MiniLM + LR)"}
     rows = []
     for kind, m in results.items():
-        rows += [f"| {labels[kind]}, threshold {m['threshold']:.2f} chosen on val | **{m['acc']:.1f}** | **{m['rec']:.1f}** |",
-                 f"| {labels[kind]}, threshold {m['threshold_b']:.2f} (calibrate's default rule on val) | "
-                 f"{m['acc_b']:.1f} | {m['rec_b']:.1f} |",
+        rows += [f"| {labels[kind]}, threshold {m['threshold']:.2f} from `calibrate` on val | **{m['acc']:.1f}** | "
+                 f"**{m['rec']:.1f}** |",
+                 f"| {labels[kind]}, threshold {m['threshold_b']:.2f}: lowest reaching {VAL_OOS_RECALL:.0%} "
+                 f"OOS recall on val | {m['acc_b']:.1f} | {m['rec_b']:.1f} |",
                  f"| {labels[kind]}, no threshold (argmax, out_of_scope as a class) | {m['acc_0']:.1f} | {m['rec_0']:.1f} |"]
     rows += [f"| {name} | {a:.1f} | {r:.1f} |" for name, a, r in REFERENCES]
     speed = [f"| {labels[k]} | {m['p50']:.2f} ms / {m['p99']:.2f} ms | {m['build']:.1f} s | {m['load']:.2f} s | "
@@ -140,10 +141,10 @@ def run() -> str:
     return "\n".join([
         "## Router on CLINC150", "",
         f"Train on `train` ({len(data['train'])} examples, 150 intents) + `oos_train` ({len(data['oos_train'])}, "
-        "as `out_of_scope`). The threshold is chosen on `val` + `oos_val` only, with "
-        f"`calibrate(router, val, target_oos_recall={VAL_OOS_RECALL})`: the lowest threshold reaching "
-        f"{VAL_OOS_RECALL:.0%} OOS recall on val (aimed above the production goal because `oos_val` is easier "
-        "than `oos_test`). Scores are on `test` (4,500) + `oos_test` (1,000): in-scope accuracy counts "
+        "as `out_of_scope`). Thresholds are chosen on `val` + `oos_val` only: in bold with `calibrate(router, "
+        "val)` as `hybridbot explain --calibrate` does it (the best OOS recall that costs at most 1 point of "
+        "in-scope accuracy on val), and with the alternative rule `target_oos_recall="
+        f"{VAL_OOS_RECALL}` (aimed above the 55 % goal because `oos_val` is easier than `oos_test`). Scores are on `test` (4,500) + `oos_test` (1,000): in-scope accuracy counts "
         "out-of-scope predictions as wrong; OOS recall is the share of `oos_test` sent to the fallback "
         "(Larson et al. 2019). The margin does not change the intent returned, so it does not enter these numbers.",
         "", "| model | in-scope accuracy % | OOS recall % |", "|---|---|---|", *rows, "",

@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .config import OUT_OF_SCOPE
-from .router import Router
+from .router import Router, normalize
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +18,6 @@ OOS_LABELS = frozenset({"", "oos", OUT_OF_SCOPE, "none", "null"})
 THRESHOLDS = tuple(round(x, 2) for x in np.arange(0.0, 0.96, 0.01))
 MARGINS = (0.0, 0.01, 0.02, 0.03, 0.05, 0.08, 0.1, 0.15, 0.2)
 MAX_AMBIGUOUS = 0.05   # the margin may send at most this share of in-scope messages to "did you mean"
-NEAR_BEST = 0.01       # without out-of-scope examples: highest threshold within 1 point of best accuracy
 
 
 @dataclass(frozen=True)
@@ -44,6 +43,7 @@ class CalibrationReport:
     n_oos: int
     rule: str
     rows: tuple[CalibrationRow, ...]
+    n_training_copies: int = 0   # labelled texts that are also training examples (flatter the curve)
 
 
 def read_labelled(path: str | Path) -> list[tuple[str, str | None]]:
@@ -74,19 +74,25 @@ def _arrays(router: Router, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarra
 
 
 def calibrate(router: Router | Callable[[], Router], labelled: Sequence[tuple[str, str | None]], *,
-              target_oos_recall: float | None = None) -> CalibrationReport:
+              max_accuracy_loss: float = 0.01, target_oos_recall: float | None = None) -> CalibrationReport:
     """Pick a threshold and a margin from labelled messages.
 
-    Threshold: with out-of-scope examples, the one maximising in-scope accuracy + OOS recall
-    (or, with ``target_oos_recall``, the lowest reaching that recall); without any, the highest
-    whose accuracy is within one point of the best. Ties go to the lower threshold.
-    Margin: the widest of MARGINS that makes at most 5 % of the answered in-scope messages
-    ambiguous. Patterns are not consulted: this calibrates the classifier only.
+    Threshold: by default, among the thresholds whose in-scope accuracy is within
+    ``max_accuracy_loss`` (1 point) of the best, the one with the best OOS recall, the lowest on
+    ties: it refuses as much out-of-scope traffic as it can while giving up at most that much
+    in-scope accuracy. Without out-of-scope examples, the highest of those thresholds. With
+    ``target_oos_recall``, the lowest threshold whose OOS recall reaches it instead. Margin: the widest of MARGINS
+    that makes at most 5 % of the answered in-scope messages ambiguous. Patterns are not
+    consulted: this calibrates the classifier.
 
     Args:
         router: a Router, or a function building one.
         labelled: (text, intent) pairs; intent None for out of scope.
+        max_accuracy_loss: in-scope accuracy (0-1) the threshold may cost, from the best.
         target_oos_recall: wanted share (0-1) of out-of-scope messages sent to the fallback.
+
+    Raises:
+        ValueError: ``labelled`` is empty.
     """
     if callable(router) and not isinstance(router, Router):
         router = router()
@@ -106,28 +112,38 @@ def calibrate(router: Router | Callable[[], Router], labelled: Sequence[tuple[st
         rows.append(CalibrationRow(th, acc, rec, rej))
     if target_oos_recall is not None and n_oos:
         reaching = [r for r in rows if r.oos_recall >= target_oos_recall]
-        chosen, rule = (reaching[0] if reaching else rows[-1]), f"lowest threshold with OOS recall >= {target_oos_recall:.0%}"
-    elif n_oos:
-        chosen = max(rows, key=lambda r: (round(r.in_scope_accuracy + r.oos_recall, 9), -r.threshold))
-        rule = "max in-scope accuracy + OOS recall"
+        chosen = reaching[0] if reaching else rows[-1]
+        rule = f"lowest threshold with OOS recall >= {target_oos_recall:.0%}"
     else:
         best = max(r.in_scope_accuracy for r in rows)
-        chosen = [r for r in rows if r.in_scope_accuracy >= best - NEAR_BEST][-1]
-        rule = "no out-of-scope examples: highest threshold within 1 point of the best accuracy"
+        allowed = [r for r in rows if r.in_scope_accuracy >= best - max_accuracy_loss - 1e-9]
+        if n_oos:
+            chosen = max(allowed, key=lambda r: (r.oos_recall, -r.threshold))
+            rule = (f"best OOS recall within {max_accuracy_loss:.0%} of the best in-scope accuracy "
+                    "(lowest such threshold)")
+        else:
+            chosen = allowed[-1]
+            rule = f"no out-of-scope examples: highest threshold within {max_accuracy_loss:.0%} of the best accuracy"
     answered = (~oos_top) & (top >= chosen.threshold) & (top > 0) & ins
     margin, amb_rate = 0.0, 0.0
     for m in MARGINS:
         rate = float((answered & (top - second < m)).sum() / max(int(answered.sum()), 1))
         if rate <= MAX_AMBIGUOUS:
             margin, amb_rate = m, rate
+    seen = set(router.training_data()[0])
+    copies = sum(1 for t in texts if normalize(t) in seen)
     return CalibrationReport(chosen.threshold, margin, chosen.in_scope_accuracy, chosen.oos_recall, amb_rate,
-                             n_in, n_oos, rule, tuple(rows))
+                             n_in, n_oos, rule, tuple(rows), copies)
 
 
 def format_calibration(report: CalibrationReport, step: float = 0.05) -> str:
     """The threshold table (every ``step``, plus the chosen row marked ``*``) and the choice."""
-    lines = [f"{report.n_in_scope} in-scope and {report.n_oos} out-of-scope messages",
-             "", "  threshold  in-scope acc  OOS recall  in-scope rejected"]
+    lines = [f"{report.n_in_scope} in-scope and {report.n_oos} out-of-scope messages"]
+    if report.n_training_copies:
+        lines.append(f"warning: {report.n_training_copies} of them are also training examples; scores on "
+                     "those are too good, so the threshold comes out too high. Label messages the bot has not "
+                     "been trained on (e.g. from transcripts).")
+    lines += ["", "  threshold  in-scope acc  OOS recall  in-scope rejected"]
     every = max(int(round(step * 100)), 1)
     for r in report.rows:
         mark = "*" if r.threshold == report.threshold else " "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import logging
 import math
 import os
@@ -13,14 +14,13 @@ from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
-import sklearn
 from scipy import sparse
-from sklearn.linear_model import LogisticRegression
 
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+_SKLEARN_VERSION = importlib.metadata.version("scikit-learn")
 CACHE_VERSION = 2  # bump when a model class changes shape
 _KEEP_CACHE_FILES = 8
 _WORD = re.compile(r"\w+")
@@ -105,6 +105,8 @@ class TfidfModel:
             self.examples = features
             self._example_norm = float(np.sqrt(features.multiply(features).sum(axis=1)).max())
             return
+        from sklearn.linear_model import LogisticRegression  # only to fit: a loaded model needs numpy alone
+
         model = LogisticRegression(C=c, max_iter=3000, tol=1e-4)
         model.fit(features, list(labels))
         coef = model.coef_.T
@@ -256,7 +258,7 @@ def build_model(kind: str, texts: Sequence[str], labels: Sequence[str],
 
 def cache_path(cache_dir: Path, digest: str) -> Path:
     """The cache file of a model: keyed by the intents digest and the scikit-learn version."""
-    return cache_dir / f"router-{digest[:24]}-sk{sklearn.__version__}-v{CACHE_VERSION}.pkl"
+    return cache_dir / f"router-{digest[:24]}-sk{_SKLEARN_VERSION}-v{CACHE_VERSION}.pkl"
 
 
 def load_cached(path: Path, digest: str) -> IntentModel | None:
