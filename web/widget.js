@@ -226,7 +226,7 @@
     started = true;
     greet();
     const id = convId();
-    if (id) restoring = restore(id).finally(() => { restoring = null; });
+    if (id || token) restoring = restore(id).finally(() => { restoring = null; });
   }
   function greet() {
     if (GREETING) log.append(h('div', { class: 'hb-turn hb-turn--greeting' }, sr('Assistant said'), bubble(GREETING)));
@@ -234,15 +234,23 @@
   function reset() {
     if (!busy) { forget(); log.textContent = ''; greet(); input.focus(); }
   }
+  // The conversation this browser remembers; failing that, a signed-in visitor's latest one (from any device).
   async function restore(id) {
     setBusy(true);
     const note = h('p', { class: 'hb-status' }, 'Loading your conversation…');
     log.append(note);
     try {
-      const res = await api('GET', `/api/conversations/${encodeURIComponent(id)}`);
-      if ([400, 404, 410].includes(res.status)) { forget(); return; } // expired/unusable: start afresh, silently
+      let res = id ? await api('GET', `/api/conversations/${encodeURIComponent(id)}`) : null;
+      if (res && [400, 404, 410].includes(res.status)) { forget(); res = null; } // expired/unusable: start afresh, silently
+      if (!res && token) res = await api('GET', '/api/me/conversation');
+      if (!res) return;
       if (!res.ok) throw await httpError(res);
       const data = await res.json();
+      if (data.conversation_id !== id) {
+        id = data.conversation_id;
+        if (!id) return;
+        setConv(id);
+      }
       const turns = Array.isArray(data.turns) ? data.turns : [];
       stick(() => turns.forEach((t, i) => {
         if (t.text_in) log.append(userRow(t.text_in));
