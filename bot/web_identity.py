@@ -52,6 +52,8 @@ def register_identity(app: Flask, holder_or_bot: Any, settings: IdentitySettings
         holder_or_bot: the ``BotHolder`` serving the app, or a ``Bot``.
         settings: token settings; default ``IdentitySettings.from_env()``.
     """
+    if EXTENSION in app.extensions:
+        raise RuntimeError("register_identity was already called for this app")
     settings = settings if settings is not None else IdentitySettings.from_env()
     bot_of: Callable[[], Any] = ((lambda: holder_or_bot.bot) if isinstance(holder_or_bot, BotHolder)
                                  else (lambda: holder_or_bot))
