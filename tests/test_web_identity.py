@@ -315,3 +315,17 @@ def test_admin_user_ids_may_hold_slashes_and_are_checked(bot: Bot, client: Flask
     assert len(client.get("/admin/users/org/42", headers=admin).get_json()["conversations"]) == 1
     resp = client.get("/admin/users/" + "x" * 300, headers=admin)
     assert resp.status_code == 400 and resp.get_json()["error"]["code"] == "invalid_user_id"
+
+
+def test_identity_routes_share_the_per_ip_limits_and_preflights_pass_untouched(bot: Bot) -> None:
+    client = make_app(bot, env={"BOT_REQUIRE_IDENTITY": "1"}, rate_limits="2/minute",
+                      allowed_origins=("https://shop.example",)).test_client()
+    assert client.get("/api/me/conversation", headers=auth()).status_code == 200
+    assert client.delete(f"/api/conversations/{Bot.new_conversation_id()}", headers=auth()).status_code == 404
+    resp = client.get("/api/me/conversation", headers=auth())
+    assert resp.status_code == 429 and int(resp.headers["Retry-After"]) >= 1
+    preflight = client.options("/api/chat", headers={"Origin": "https://shop.example",
+                                                     "Access-Control-Request-Method": "POST",
+                                                     "Access-Control-Request-Headers": "authorization"})
+    assert preflight.status_code == 200
+    assert preflight.headers["Access-Control-Allow-Origin"] == "https://shop.example"
