@@ -292,3 +292,24 @@ def test_a_store_failure_is_logged_and_retried_later(caplog: pytest.LogCaptureFi
     with caplog.at_level(logging.ERROR, logger="bot.retention"):
         assert worker.run_once() is None
     assert "purge failed, trying again in 3600 s" in caplog.text
+
+
+def test_a_version_1_sqlite_file_is_migrated_and_keeps_its_owners(tmp_path: Path) -> None:
+    from bot.sqlite_store import MIGRATIONS
+    path = tmp_path / "v1.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.executescript(MIGRATIONS[1] + "; CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+                       "INSERT INTO meta VALUES ('schema_version', '1');")
+    conn.execute("INSERT INTO conversations VALUES ('c-old-1', '{}', 'alice', 1.0, 2.0, 1)")
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(path)
+    try:
+        assert [c.id for c in store.conversations_of("alice")] == ["c-old-1"]
+        with sqlite3.connect(path) as check:
+            version = check.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+            indexes = {row[1] for row in check.execute("PRAGMA index_list(conversations)")}
+        check.close()
+        assert version == "2" and "conversations_by_user" in indexes
+    finally:
+        store.close()
