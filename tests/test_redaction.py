@@ -9,6 +9,7 @@ from typing import Iterator
 import pytest
 
 from bot.app import Bot
+from bot.errors import ConfigErrors
 from bot.redaction import (PrivacySettings, PrivacySettingsError, Redactor, install_log_redaction, luhn_ok)
 from bot.store import MemoryStore
 from bot.testing import FakeLLM
@@ -190,6 +191,8 @@ def test_log_messages_are_redacted_before_any_handler_sees_them(redacted_logs: N
 
 
 def test_log_redaction_follows_the_source_and_can_be_undone(caplog: pytest.LogCaptureFixture) -> None:
+    before = logging.getLogRecordFactory()  # a served app may have installed one already
+    before_source = getattr(before, "source", None)
     current: list[Redactor | None] = [Redactor(PrivacySettings(redact_logs=False))]
     with caplog.at_level(logging.INFO):
         undo = install_log_redaction(lambda: current[0])
@@ -203,8 +206,8 @@ def test_log_redaction_follows_the_source_and_can_be_undone(caplog: pytest.LogCa
             log.info("d jo@example.com")
         finally:
             undo()
-        log.info("e jo@example.com")
-    assert caplog.messages == ["a jo@example.com", "b [email]", "c jo@example.com", "d [email]", "e jo@example.com"]
+    assert caplog.messages == ["a jo@example.com", "b [email]", "c jo@example.com", "d [email]"]
+    assert logging.getLogRecordFactory() is before and getattr(before, "source", None) is before_source
 
 
 BOT = {
@@ -254,3 +257,58 @@ def test_a_slot_filled_from_pii_keeps_its_value_for_handlers_but_logs_redacted(
     assert turn.text == "We will write to jo@example.com."  # what the handler saw in ctx.slots
     assert "callback requested, contact slot [email]" in caplog.messages
     assert not any("jo@example.com" in m for m in caplog.messages)
+
+
+# -- the privacy block of a bot (needs Config.privacy, Bot.redactor and the turns.py calls) ------------------
+PRIVATE_BOT = {
+    "intents.yaml": """\
+        version: 1
+        router: {threshold: 0.95}
+        privacy:
+          redact:
+            llm: true
+            transcripts: true
+            patterns: {order_ref: 'NW-\\d{4}-\\d{5}'}
+          retention_days: 30
+        intents:
+          greet:
+            examples: [hello, hi there, good morning]
+            patterns: ['^hello$']
+          out_of_scope:
+            examples: [tell me a joke, what's the weather]
+    """,
+    "flows/greet.yaml": "version: 1\ntrigger: greet\nsteps:\n  - say: Hello!\n",
+    "flows/fallback.yaml": "version: 1\nsystem_prompt: Support line 020 7946 0958.\nmodel: fake\nunavailable: Sorry.\n",
+}
+
+
+def write(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(textwrap.dedent(text), encoding="utf-8")
+    return root
+
+
+def test_a_bot_with_a_privacy_block_sends_and_stores_redacted_text(tmp_path: Path) -> None:
+    llm = FakeLLM(["Noted, we will mail you."])
+    bot = Bot.from_path(write(tmp_path, PRIVATE_BOT), store=MemoryStore(), llm=llm, env={})
+    try:
+        assert bot.config.privacy.retention_days == 30
+        turn = bot.handle(None, "my order NW-2026-00042 never came, write to jo@example.com")
+        assert turn.text == "Noted, we will mail you."
+        stored = bot.transcript(turn.conversation_id)
+    finally:
+        bot.close()
+    sent = llm.calls[0]
+    assert sent[0]["role"] == "system" and "020 7946 0958" in sent[0]["content"]  # configuration is not touched
+    assert sent[-1] == {"role": "user", "content": "my order [order_ref] never came, write to [email]"}
+    assert stored[0]["text_in"] == "my order [order_ref] never came, write to [email]"
+
+
+def test_a_mistake_in_the_privacy_block_is_a_load_error_with_its_position(tmp_path: Path) -> None:
+    files = dict(PRIVATE_BOT)
+    files["intents.yaml"] = files["intents.yaml"].replace("'NW-\\d{4}-\\d{5}'", "'NW-(\\d{4}'")
+    with pytest.raises(ConfigErrors) as info:
+        Bot.from_path(write(tmp_path, files), store=MemoryStore(), llm=FakeLLM(), env={})
+    assert [e.location for e in info.value.errors] == ["intents.yaml:7:27"]
+    assert "pattern 'order_ref' is not a valid regular expression" in info.value.errors[0].message
