@@ -8,7 +8,8 @@ from datetime import datetime
 from typing import Collection, Iterator, Mapping
 
 from .config import BUILTIN_ENTITIES, EntityDef
-from .errors import BotError
+from .errors import BotError, ConfigError
+from .patterns import PatternError, validate_pattern
 from . import builtin_entities
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,11 @@ class EntityExtractor:
             if edef.kind in BUILTIN_ENTITIES:
                 self._aliases[name] = edef.kind
             elif edef.kind == "regex":
+                try:
+                    validate_pattern(edef.regex or "(?!)")
+                except PatternError as exc:  # it runs on every message: refuse what can hang
+                    raise ConfigError(edef.source.file, edef.source.line, edef.source.col,
+                                      f"regex of entity {name!r}: {exc.message}") from None
                 self._regexes[name] = re.compile(edef.regex or "(?!)", re.IGNORECASE)
             elif edef.kind == "lookup":
                 self._add_lookup(edef)

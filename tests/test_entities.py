@@ -7,6 +7,7 @@ import pytest
 
 from bot.config import EntityDef
 from bot.entities import EntityExtractor, EntityMatch, UnknownEntityError
+from bot.errors import ConfigError
 
 NOW = datetime(2026, 11, 18, 10, 0)  # a Wednesday
 
@@ -172,3 +173,8 @@ def test_as_dict_is_json_ready(extractor: EntityExtractor) -> None:
     (m,) = extractor.extract("under $30k", now=NOW)
     assert m.as_dict() == {"name": "budget", "value": 30000.0, "text": "under $30k", "start": 0, "end": 10,
                            "qualifier": "max", "unit": "USD"}
+
+
+def test_regex_entity_that_can_backtrack_badly_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"regex of entity 'code': nested quantifier"):
+        EntityExtractor({"code": EntityDef("code", "regex", regex=r"(\w+-?)+$")})
