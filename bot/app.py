@@ -16,6 +16,7 @@ from .actions import ActionRegistry, Context, Reply
 from .config import Config, Source, load_config
 from .errors import ActionError
 from .flows import Engine
+from .redaction import Redactor
 from .router import clean as clean_text
 from .turns import TurnRunner
 
@@ -81,6 +82,7 @@ class Bot:
         self.llm = llm if llm is not None else self._default_llm()
         self.engine = Engine(config, self.run_action, self.extractor.extract)
         self.turns = TurnRunner(self)
+        self.redactor = Redactor(config.privacy)
 
     @classmethod
     def from_path(cls, path: str | Path, *, store: Any = None, llm: Any = None,

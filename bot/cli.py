@@ -174,6 +174,15 @@ def fake_llm(ctx: click.Context) -> None:
     raise SystemExit(fake_main(list(ctx.args)))
 
 
+def _add_commands() -> None:
+    from .retention import purge
+
+    cli.add_command(purge)
+
+
+_add_commands()
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         cli.main(args=argv, prog_name="hybridbot", standalone_mode=True)

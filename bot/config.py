@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
+from .redaction import PrivacySettings
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +184,7 @@ class Config:
     knowledge: Mapping[str, Any] = field(default_factory=dict)  # file stem -> parsed YAML facts
     action_names: tuple[str, ...] = ()
     digest: str = ""
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
 
     def flows_for_intent(self, intent: str) -> list[Flow]:
         return [f for f in self.flows.values() if intent in f.triggers]

@@ -129,7 +129,8 @@ class _Turn:
         for m in getattr(self.route, "entities", ()) or ():
             entities.setdefault(m.name, m.value)
         return {"slots": slots, "result": (frame or {}).get("result", {}), "entities": entities, "text": self.text,
-                "intent": self.route.intent, "user": dict(self.user or {}),
+                "intent": self.route.intent,
+                "user": {"id": None, "name": None, "email": None, **dict(self.user or {})},
                 "flow": self.e.programs[frame["flow"]].flow.description if frame else ""}
 
     def render(self, source: str, variables: Mapping[str, Any]) -> str:

@@ -12,6 +12,7 @@ from .actions import ActionRegistry, discover
 from .config import (DEFAULT_MESSAGES, FALLBACK_FLOW, STEP_KINDS, Button, Config, EntityDef, Flow,
                      IntentDef, IntentsConfig, LLMSettings, RouterSettings, SlotDef, Source, Step)
 from .errors import ConfigError, ConfigErrors
+from .redaction import PrivacySettings, PrivacySettingsError
 from .yamlfile import YamlDoc
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,10 @@ class Loader:
             return None
         first = docs[0]
         assert first is not None
+        try:
+            self.privacy = PrivacySettings.from_mapping(first.data.get("privacy"))
+        except PrivacySettingsError as exc:
+            self.errors.append(first.error(exc.path, str(exc)))
         raw_router = first.data.get("router") or {}
         assist = raw_router.get("llm_assist") or {}
         router = RouterSettings(
@@ -239,4 +244,5 @@ def load(root: Path, actions: ActionRegistry | None = None, *, discover_actions:
         digest.update(name.encode() + b"\0" + loader.docs[name].text.encode())
     digest.update(repr(loader.registry.names()).encode())
     return Config(root, intents, MappingProxyType(flows), fallback, MappingProxyType(knowledge),
-                  tuple(loader.registry.names()), digest.hexdigest()[:16])
+                  tuple(loader.registry.names()), digest.hexdigest()[:16],
+                  privacy=getattr(loader, "privacy", PrivacySettings()))

@@ -58,6 +58,8 @@ class TurnRunner:
         turn = Turn(conversation_id=cid, turn_id=secrets.token_hex(8), text_in=text)
         closed = False
         with bot.store.open(cid) as conv:
+            if user and user.get("id") and conv.user_id is None:
+                conv.user_id = str(user["id"])  # a verified visitor owns the conversation from now on
             route = self.assisted(bot.router.route(text, now=now), text)
             outcome = bot.engine.advance(conv.state, text, route, conversation_id=cid, user=user, now=now)
             turn.kind, turn.intent, turn.flow, turn.slots = outcome.kind, outcome.intent, outcome.flow, outcome.slots
@@ -76,7 +78,7 @@ class TurnRunner:
             except GeneratorExit:  # the visitor went away mid-stream: keep what was said
                 turn.incomplete = closed = True
             turn.latency_ms = round((time.perf_counter() - started) * 1000, 2)
-            conv.add_turn(self.record(turn))
+            conv.add_turn(bot.redactor.for_transcript(self.record(turn)))
         self.log_turn(turn)
         if closed:
             return
@@ -128,7 +130,7 @@ class TurnRunner:
             messages = build_messages(settings, knowledge_text=self.knowledge_text,
                                       history=history_pairs(conv.history(limit=settings.history_turns)), user_text=turn.text_in,
                                       prompt=effect.prompt)
-            stream = bot.llm.stream(messages, max_tokens=effect.max_tokens)
+            stream = bot.llm.stream(bot.redactor.for_llm(messages), max_tokens=effect.max_tokens)
             for delta in stream:
                 parts.append(delta)
                 turn.replies[index]["text"] = "".join(parts)

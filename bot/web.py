@@ -17,11 +17,15 @@ from werkzeug.routing import BaseConverter
 
 from .app import Bot
 from .errors import StoreError
+from .identity import IdentitySettings
 from .openapi import document
+from .redaction import install_log_redaction
 from .reload import BotHolder
+from .retention import start_retention
 from .sse import EventPump
 from .web_security import (ASSET_NAME, ApiError, conversation_id, conversation_key, chat_request, check_admin,
                            feedback_request, install_error_handlers, install_headers, make_limiter)
+from .web_identity import add_to_openapi, register_identity, user_context
 from .web_settings import WebSettings
 
 log = logging.getLogger(__name__)
@@ -101,6 +105,8 @@ def create_app(bot_or_path: Bot | str | os.PathLike[str], *, env: Mapping[str, s
     _api_routes(app, state)
     _site_routes(app, state)
     _admin_routes(app, state)
+    register_identity(app, holder, IdentitySettings.from_env(env))
+    install_log_redaction(lambda: holder.bot.redactor)
     if importlib.util.find_spec("bot.metrics") is not None:  # /metrics, by bot.metrics.init_app(app)
         from . import metrics
         if hasattr(metrics, "init_app"):
@@ -148,7 +154,7 @@ def _api_routes(app: Flask, state: WebState) -> None:
     def chat() -> Response:
         req = chat_request(settings.max_message_chars)
         bot = holder.bot
-        turn = bot.handle(_known_conversation(bot, req.conversation_id), req.message)
+        turn = bot.handle(_known_conversation(bot, req.conversation_id), req.message, user=user_context())
         return jsonify(conversation_id=turn.conversation_id, turn_id=turn.turn_id, replies=turn.replies,
                        route=turn.route)
 
@@ -158,7 +164,7 @@ def _api_routes(app: Flask, state: WebState) -> None:
     def chat_stream() -> Response:
         req = chat_request(settings.max_message_chars)
         bot = holder.bot
-        pump = EventPump(bot.stream(_known_conversation(bot, req.conversation_id), req.message),
+        pump = EventPump(bot.stream(_known_conversation(bot, req.conversation_id), req.message, user=user_context()),
                          settings.heartbeat_seconds)
         first = pump.first()  # errors before the first event become a normal JSON error
         return Response(pump.sse(first), mimetype="text/event-stream",
@@ -184,7 +190,7 @@ def _api_routes(app: Flask, state: WebState) -> None:
 
 def _site_routes(app: Flask, state: WebState) -> None:
     holder = state.holder
-    spec = document(state.settings)
+    spec = add_to_openapi(document(state.settings))
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -288,7 +294,9 @@ def serve(path: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 800
     from werkzeug.serving import run_simple
 
     app = create_app(path, reload=reload, **settings)
+    retention = start_retention(app.extensions["hybridbot"].holder)
     try:
         run_simple(host, port, app, threaded=True, use_reloader=False)
     finally:
+        retention.stop()
         app.extensions["hybridbot"].holder.stop()

@@ -235,7 +235,7 @@ def install_headers(app: Flask, settings: WebSettings) -> None:
                 headers["Access-Control-Allow-Origin"] = origin
                 headers["Access-Control-Expose-Headers"] = "Retry-After"
                 if request.method == "OPTIONS":
-                    headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+                    headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
                     headers["Access-Control-Allow-Headers"] = "Content-Type, Authorization"
                     headers["Access-Control-Max-Age"] = "600"
         return response

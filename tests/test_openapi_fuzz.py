@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 
 from bot.openapi import document
+from bot.web_identity import add_to_openapi
 from bot.web import create_app
 from bot.web_settings import WebSettings
 from webbot import EndlessLLM, load_bot, write_bot
@@ -51,11 +52,11 @@ def test_api_answers_match_the_openapi_document(case: schemathesis.Case) -> None
 
 def test_every_route_is_documented(tmp_path: Path) -> None:
     app = _app(tmp_path)
-    spec = document(WebSettings())
+    spec = add_to_openapi(document(WebSettings()))
     documented = {(path, method.upper()) for path, ops in spec["paths"].items() for method in ops}
     served = set()
     for rule in app.url_map.iter_rules():
-        path = rule.rule.replace("<cid>", "{conversation_id}").replace("<asset:name>", "{asset}")
+        path = rule.rule.replace("<cid>", "{conversation_id}").replace("<asset:name>", "{asset}").replace("<path:user_id>", "{user_id}")
         served |= {(path, m) for m in rule.methods - {"HEAD", "OPTIONS"}}
     assert served == documented
     assert spec["openapi"] == "3.1.0"

@@ -90,7 +90,7 @@ def test_errors_are_json_for_unknown_routes_and_wrong_methods(client: FlaskClien
     resp = client.get("/api/chat")
     assert error(resp) == (405, "method_not_allowed")
     assert set(resp.headers["Allow"].split(", ")) == {"POST", "OPTIONS"}
-    assert error(client.delete("/api/conversations/" + Bot.new_conversation_id())) == (405, "method_not_allowed")
+    assert error(client.put("/api/conversations/" + Bot.new_conversation_id())) == (405, "method_not_allowed")
 
 
 # -- rate limits ---------------------------------------------------------------------------------------
