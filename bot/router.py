@@ -86,12 +86,10 @@ class Router:
         self.settings = intents.router
         self.extractor = EntityExtractor(intents.entities)
         self.patterns = self._compile_patterns()
-        self.load_seconds = 0.0
         self.from_cache = False
         started = time.perf_counter()
         self.model = self._load_model(cache_dir)
         self.load_seconds = time.perf_counter() - started
-        self._oos = self.model.classes.index(OUT_OF_SCOPE) if OUT_OF_SCOPE in self.model.classes else -1
 
     def _compile_patterns(self) -> list[tuple[str, re.Pattern[str]]]:
         compiled: list[tuple[str, re.Pattern[str]]] = []
@@ -101,7 +99,8 @@ class Router:
                 continue
             for pattern in intent.patterns:
                 try:
-                    compiled.append((name, compile_pattern(pattern, self.extractor.surface_pattern, self.extractor.names)))
+                    rx = compile_pattern(pattern, self.extractor.surface_pattern, self.extractor.names)
+                    compiled.append((name, rx))
                 except PatternError as exc:
                     errors.append(ConfigError(intent.source.file, intent.source.line, intent.source.col,
                                               f"pattern {pattern!r} of intent {name!r}: {exc}"))
@@ -128,19 +127,13 @@ class Router:
         Variant i takes the i-th surface form of each placeholder's entity (wrapping around),
         so the expansion is bounded and the same on every run.
         """
-        names = [m.group(1) for m in PLACEHOLDER.finditer(example)]
-        known = [n for n in names if n in self.extractor.names]
+        entity_names = set(self.extractor.names)
+        known = [m.group(1) for m in PLACEHOLDER.finditer(example) if m.group(1) in entity_names]
         if not known:
-            return [example]
+            return [_fill(example, {})]
         forms = {n: self.extractor.surface_forms(n) for n in known}
         count = min(MAX_VARIANTS, max(len(f) for f in forms.values()))
-        variants = []
-        for i in range(count):
-            def fill(m: re.Match[str]) -> str:
-                name = m.group(1)
-                return forms[name][i % len(forms[name])] if name in forms else name.replace("_", " ")
-            variants.append(PLACEHOLDER.sub(fill, example))
-        return variants
+        return [_fill(example, {n: f[i % len(f)] for n, f in forms.items()}) for i in range(count)]
 
     def _load_model(self, cache_dir: Path | None) -> IntentModel:
         digest = self.config.digest()
@@ -247,6 +240,11 @@ class Router:
         ranked = self.scores_batch(cleaned)
         return [self._route(c, self.extractor.extract(c[:EXTRACT_CHARS], now=now), r)
                 for c, r in zip(cleaned, ranked)]
+
+
+def _fill(example: str, picks: dict[str, str]) -> str:
+    """Put the picked surface forms in; an unknown {name} (the loader reports it) becomes its words."""
+    return PLACEHOLDER.sub(lambda m: picks.get(m.group(1), m.group(1).replace("_", " ")), example)
 
 
 def route_lines(router: Router, lines: Iterable[str], *, batch: int = 512) -> Iterator[dict[str, Any]]:
