@@ -44,7 +44,10 @@ bind = [b.strip() for b in _env.get("BIND", "127.0.0.1:8000").split(",") if b.st
 workers = _int("GUNICORN_WORKERS", 2)
 worker_class = "gthread"
 threads = _int("GUNICORN_THREADS", 16)
-worker_connections = max(1000, 4 * threads)  # open connections per worker (idle keep-alives included)
+# Connections one worker takes on (idle keep-alives included). A gthread worker accepts while it has
+# fewer than this, busy threads or not, so with a large value one worker can grab a burst and
+# queue it while another sits idle (bench/RESULTS.md): keep it just above `threads`.
+worker_connections = _int("GUNICORN_WORKER_CONNECTIONS", threads + 4)
 timeout = _int("GUNICORN_TIMEOUT", 30)
 graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
 keepalive = _int("GUNICORN_KEEPALIVE", 75)

@@ -320,6 +320,11 @@ class Gate:
         self.released.set()
 
 
+class _BackloggedServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # socketserver's 5 drops the SYNs of a burst; the kernel retries them 1 s later
+
+
 class GatedLLM:
     """OpenAI chat-completions (streaming) on loopback that replies ``You said: <text>`` word by
     word. ``arm()`` returns a Gate for the next request: that reply pauses after its first word.
@@ -346,8 +351,7 @@ class GatedLLM:
                                             if m.get("role") == "user"), "")
                 owner._answer(self, body, text)
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = _BackloggedServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="gated-llm")
         self._thread.start()
 
