@@ -187,5 +187,5 @@ def test_run_report_reads_the_bots_store_and_writes_the_html_page(tmp_path: Path
     fill(store, {"conv-sqlite-eeeeeeeeeeeee": [turn(t, "fallback", None, 0.1) for t in WEATHER]})
     store.close()
     text = run_report(MINIMAL, store_url=url, html=tmp_path / "report.html", since="2026-11-01", env={})
-    assert "4 turns in 1 conversations" in text and "Fallback rate: 100.0%" in text
+    assert "4 turns in 1 conversation," in text and "Fallback rate: 100.0%" in text
     assert "<svg" in (tmp_path / "report.html").read_text(encoding="utf-8")
