@@ -91,8 +91,9 @@ class Router:
         self.model = self._load_model(cache_dir)
         self.load_seconds = time.perf_counter() - started
 
-    def _compile_patterns(self) -> list[tuple[str, re.Pattern[str]]]:
-        compiled: list[tuple[str, re.Pattern[str]]] = []
+    def _compile_patterns(self) -> list[tuple[str, str, re.Pattern[str]]]:
+        """(intent, pattern as written, compiled with entities expanded), in YAML order."""
+        compiled: list[tuple[str, str, re.Pattern[str]]] = []
         errors: list[ConfigError] = []
         for name, intent in self.config.intents.items():
             if name == OUT_OF_SCOPE:
@@ -100,7 +101,7 @@ class Router:
             for pattern in intent.patterns:
                 try:
                     rx = compile_pattern(pattern, self.extractor.surface_pattern, self.extractor.names)
-                    compiled.append((name, rx))
+                    compiled.append((name, pattern, rx))
                 except PatternError as exc:
                     errors.append(ConfigError(intent.source.file, intent.source.line, intent.source.col,
                                               f"pattern {pattern!r} of intent {name!r}: {exc}"))
@@ -195,7 +196,7 @@ class Router:
     def match_pattern(self, text: str) -> str | None:
         """The first intent (YAML order) one of whose patterns matches the normalised text."""
         norm = normalize(text)
-        for name, rx in self.patterns:
+        for name, _, rx in self.patterns:
             if rx.search(norm):
                 return name
         return None
@@ -219,11 +220,10 @@ class Router:
         if not norm:
             trace["stage"] = "empty"
             return RouteResult(None, 0.0, tuple(entities), "fallback", (), trace)
-        for name, rx in self.patterns:
+        for name, written, rx in self.patterns:
             m = rx.search(norm)
             if m:
-                trace.update(stage="pattern", pattern=rx.pattern if len(rx.pattern) <= 200 else rx.pattern[:200] + "...",
-                             matched=m.group(), candidates=[[name, 1.0]])
+                trace.update(stage="pattern", pattern=written, matched=m.group(), candidates=[[name, 1.0]])
                 return RouteResult(name, 1.0, tuple(entities), "rule", ((name, 1.0),), trace)
         if ranked is None:
             ranked = self.scores(norm)
@@ -273,7 +273,7 @@ def format_trace(result: RouteResult) -> str:
     lines = [f"text:       {t.get('normalized', '')!r}",
              f"decision:   {result.kind} -> {result.intent or '(fallback)'} (score {result.score:.3f})",
              f"stage:      {t.get('stage', '?')}"
-             + (f" (pattern {t['pattern']!r} matched {t['matched']!r})" if t.get("stage") == "pattern" else "")
+             + (f" (pattern `{t['pattern']}` matched {t['matched']!r})" if t.get("stage") == "pattern" else "")
              + (f" ({t['reason'].replace('_', ' ')})" if t.get("reason") else ""),
              f"thresholds: threshold {t.get('threshold', 0):.2f}, margin {t.get('margin', 0):.2f}",
              "candidates:"]

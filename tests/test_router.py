@@ -57,6 +57,7 @@ def test_pattern_beats_classifier_and_reports_rule(router: Router) -> None:
     result = router.route("what's the weather like, and the price of the roadster?", now=NOW)
     assert (result.intent, result.kind, result.score) == ("ask_price", "rule", 1.0)
     assert result.trace["stage"] == "pattern" and result.trace["matched"].startswith("price")
+    assert result.trace["pattern"] == r"\bprice\b.*\b{car_model}\b"  # as written, not expanded
 
 
 def test_first_matching_intent_in_yaml_order_wins(router: Router) -> None:
@@ -240,7 +241,8 @@ def test_trace_is_json_and_format_trace_tells_the_story(router: Router) -> None:
     assert "money        30000.0" in text and "qualifier=max" in text and "[24:34]" in text
     assert "'2026-11-19'" in text
     rule = format_trace(router.route("price of the roadster"))
-    assert "pattern" in rule and "rule -> ask_price" in rule
+    assert "pattern `\\bprice\\b.*\\b{car_model}\\b` matched 'price of the roadster'" in rule
+    assert "rule -> ask_price" in rule
 
 
 class FakeEncoder:
