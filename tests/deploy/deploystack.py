@@ -169,14 +169,22 @@ def render_nginx(template: str, **variables: str) -> str:
 
 
 def start_nginx(name: str, work_dir: Path, upstream_ports: list[int], *, web_root: Path = ROOT / "web",
-                upstream_options: str = "max_fails=1 fail_timeout=10s") -> tuple[Proc, int]:
-    """NGINX in the foreground with deploy/nginx.conf rendered into ``work_dir``."""
+                upstream_options: str = "max_fails=1 fail_timeout=10s", tls: tuple[Path, Path] | None = None
+                ) -> tuple[Proc, int]:
+    """NGINX in the foreground with deploy/nginx.conf rendered into ``work_dir``.
+
+    ``tls=(certificate, key)`` turns the listen line into the TLS lines of the file's example.
+    """
     port = free_port()
+    listen = f"127.0.0.1:{port}"
+    if tls is not None:
+        listen += (f" ssl; ssl_certificate {tls[0]}; ssl_certificate_key {tls[1]}; ssl_protocols TLSv1.2 TLSv1.3; "
+                   "ssl_session_cache shared:hybridbot_tls:1m")
     work_dir.mkdir(parents=True, exist_ok=True)
     for sub in ("logs", "temp"):
         (work_dir / sub).mkdir(exist_ok=True)
     upstreams = " ".join(f"server 127.0.0.1:{p} {upstream_options};" for p in upstream_ports)
-    site = render_nginx(NGINX_TEMPLATE.read_text(encoding="utf-8"), HYBRIDBOT_LISTEN=f"127.0.0.1:{port}",
+    site = render_nginx(NGINX_TEMPLATE.read_text(encoding="utf-8"), HYBRIDBOT_LISTEN=listen,
                         HYBRIDBOT_SERVER_NAME="localhost", HYBRIDBOT_UPSTREAMS=upstreams,
                         HYBRIDBOT_WEB_ROOT=str(web_root), HYBRIDBOT_LOG_DIR=str(work_dir / "logs"))
     (work_dir / "hybridbot.conf").write_text(site, encoding="utf-8")
