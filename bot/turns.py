@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from .errors import LLMError
 from .flows import CallLLM, Say
+from .metrics import observe_turn
 
 if TYPE_CHECKING:
     from .app import Bot
@@ -78,8 +79,10 @@ class TurnRunner:
             except GeneratorExit:  # the visitor went away mid-stream: keep what was said
                 turn.incomplete = closed = True
             turn.latency_ms = round((time.perf_counter() - started) * 1000, 2)
-            conv.add_turn(bot.redactor.for_transcript(self.record(turn)))
+            record = self.record(turn)
+            conv.add_turn(bot.redactor.for_transcript(record))
         self.log_turn(turn)
+        observe_turn(record, known_intents=bot.config.intents.intents)
         if closed:
             return
         yield "done", {"conversation_id": cid, "turn_id": turn.turn_id, "replies": turn.replies,
