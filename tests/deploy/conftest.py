@@ -18,8 +18,8 @@ from bot.app import Bot
 from bot.store import MemoryStore
 from bot.testing import FakeLLM
 from botdata import MINIMAL
-from deploystack import (MACHINE_REDIS, NGINX, REDIS_SERVER, GatedLLM, Stack, start_gunicorn, start_nginx,
-                         wait_healthy)
+from deploystack import MACHINE_REDIS, NGINX, REDIS_SERVER, Stack, start_gunicorn, start_nginx, wait_healthy
+from gated_llm import GatedLLM
 
 
 @pytest.fixture(scope="session")

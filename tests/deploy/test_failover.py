@@ -10,7 +10,8 @@ from collections import Counter
 
 import pytest
 
-from deploystack import MACHINE_REDIS, GatedLLM, Stack, chat, request, wait_refused
+from deploystack import MACHINE_REDIS, Stack, chat, request, wait_refused
+from gated_llm import GatedLLM
 
 pytestmark = pytest.mark.deploy
 

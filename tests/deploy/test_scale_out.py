@@ -8,7 +8,8 @@ import pytest
 
 from bot.store import open_store
 from botdata import MINIMAL
-from deploystack import MACHINE_REDIS, ROOT, GatedLLM, Stack, chat, metric_samples, open_stream, request, sse_events
+from deploystack import MACHINE_REDIS, ROOT, Stack, chat, metric_samples, open_stream, request, sse_events
+from gated_llm import GatedLLM
 
 pytestmark = pytest.mark.deploy
 

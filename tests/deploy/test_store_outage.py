@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from deploystack import GatedLLM, Proc, Stack, chat, open_stream, request, start_redis, wait_for_port
+from deploystack import Proc, Stack, chat, open_stream, request, start_redis, wait_for_port
+from gated_llm import GatedLLM
 
 pytestmark = pytest.mark.deploy
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from deploystack import GatedLLM, Stack, chat, request, start_nginx
+from deploystack import Stack, chat, request, start_nginx
+from gated_llm import GatedLLM
 
 pytestmark = pytest.mark.deploy
 
