@@ -1,4 +1,4 @@
-"""The hybridbot command line: run | validate | shell | test | route | explain | schema | fake-llm."""
+"""The hybridbot command line: run | validate | shell | test | route | explain | report | purge | schema | fake-llm."""
 from __future__ import annotations
 
 import json
@@ -162,6 +162,26 @@ def run(directory: Path, host: str, port: int, reload: bool) -> None:
         serve(directory, host=host, port=port, reload=reload)
     except ConfigErrors as exc:
         click.echo(exc.format(), err=True)
+        raise SystemExit(1) from None
+
+
+@cli.command()
+@DIR
+@click.option("--since", default=None, help="Only turns from then on: 7d, 24h, 30m, or an ISO date or date-time.")
+@click.option("--html", "html_path", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the report as one self-contained HTML page.")
+@click.option("--store", "store_url", default=None,
+              help="Store URL (default: BOT_STORE, else DIR/var/hybridbot.sqlite3).")
+def report(directory: Path, since: str | None, html_path: Path | None, store_url: str | None) -> None:
+    """Summarise transcripts: top intents, fallback rate, weak routes, thumbs-down, candidate intents."""
+    from .report import run_report
+
+    try:
+        click.echo(run_report(directory, since=since, html=html_path, store_url=store_url), nl=False)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
+    except BotError as exc:
+        click.echo(f"error: {exc}", err=True)
         raise SystemExit(1) from None
 
 
