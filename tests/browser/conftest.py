@@ -8,17 +8,16 @@ sees them. Tests only assert what a visitor can see.
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, sync_playwright
-from werkzeug.serving import make_server
 
 from bot.fake_openai import FakeOpenAI
 from bot.web import create_app
 from chatbox import Chatbox
+from liveserver import serving
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +55,8 @@ def browser_app(fake_llm_server: FakeOpenAI, tmp_path_factory: pytest.TempPathFa
 @pytest.fixture(scope="session")
 def live_server(browser_app: Any) -> Iterator[str]:
     """Serve ``browser_app`` on 127.0.0.1 and a free port; yield its base URL."""
-    server = make_server("127.0.0.1", 0, browser_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="browser-live-server", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=5)
-        server.server_close()
+    with serving(browser_app) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

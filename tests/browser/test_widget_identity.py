@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import html
 import logging
-import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -12,7 +11,6 @@ import jwt
 import pytest
 from flask import Response
 from playwright.sync_api import Browser, BrowserContext, expect
-from werkzeug.serving import make_server
 
 from bot.identity import IdentitySettings
 from bot.store import MemoryStore
@@ -20,6 +18,7 @@ from bot.testing import FakeLLM
 from bot.web import create_app
 from bot.web_identity import EXTENSION, register_identity
 from chatbox import Chatbox
+from liveserver import serving
 from webbot import load_bot, write_bot
 
 log = logging.getLogger(__name__)
@@ -56,15 +55,10 @@ def identity_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return Response(PAGE.format(name=html.escape(user), token=html.escape(sign(user))), mimetype="text/html")
 
     app.add_url_rule("/account/<user>", "account", account)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="identity-live-server", daemon=True)
-    thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}"
+        with serving(app, "identity-live-server") as url:
+            yield url
     finally:
-        server.shutdown()
-        thread.join(timeout=5)
-        server.server_close()
         bot.close()
 
 
