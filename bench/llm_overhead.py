@@ -4,8 +4,9 @@ Both sides stream the same reply from the same :class:`bot.fake_openai.FakeOpenA
 run, interleaved request by request so drift hits both equally. "bare" is
 ``openai.OpenAI().chat.completions.create(stream=True)`` on prebuilt messages; "hybridbot" builds
 the messages (system prompt, demo knowledge, history window) and streams through
-``OpenAIChat.stream`` (reader thread, deadlines, usage). To measure a longer path (e.g.
-``Bot.handle``) pass ``run(reply=...)`` a function ``(user_text) -> iterable of text deltas``.
+``OpenAIChat.stream`` (reader thread, deadlines, usage); "Bot.stream" is a whole fallback turn of
+the demo bot (store lock, routing, dialogue engine, message building with history and knowledge,
+the client, recording the turn).
 
 Usage: ``python -m bench.run llm`` (or ``python -m bench.llm_overhead``).
 """
@@ -37,6 +38,7 @@ SETTINGS = LLMSettings(system_prompt="You are the assistant of Northwind Motors,
                                      "Answer briefly and only about the dealership.",
                        unavailable=("Sorry, I can't answer that right now.",), model="fake-1")
 
+QUESTION = "what is the meaning of life, question {n}?"  # goes to the demo bot's LLM fallback
 Reply = Callable[[str], Iterable[str]]
 
 
@@ -48,6 +50,20 @@ def hybridbot_reply(base_url: str, settings: LLMSettings = SETTINGS) -> Reply:
     def reply(text: str) -> Iterable[str]:
         messages = build_messages(settings, knowledge_text=knowledge, history=HISTORY, user_text=text)
         return llm.stream(messages)
+    return reply
+
+
+def bot_reply(base_url: str) -> Reply:
+    """A whole turn of the demo bot through ``Bot.stream``, answered by its LLM fallback."""
+    from bot.app import Bot
+    from bot.store import MemoryStore
+
+    bot = Bot.from_path(ROOT, store=MemoryStore(), env={"OPENAI_API_KEY": "bench", "OPENAI_BASE_URL": base_url})
+
+    def reply(text: str) -> Iterable[str]:
+        for name, data in bot.stream(None, text):
+            if name == "delta":
+                yield data["text"]
     return reply
 
 
@@ -87,26 +103,29 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def run(reply: Reply | None = None, *, requests: int = REQUESTS, label: str = "hybridbot") -> str:
+def run(*, requests: int = REQUESTS) -> str:
     """Measure and return the ``## LLM fallback overhead`` section of bench/RESULTS.md."""
-    transport_log = logging.getLogger("httpx2")
-    level = transport_log.level
-    transport_log.setLevel(logging.WARNING)  # one INFO line per request would be measured too
+    quiet = [logging.getLogger(name) for name in ("httpx2", "bot.turn", "bot.app")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:  # one log line per request would be measured too
+        logger.setLevel(logging.ERROR)
     try:
-        return _run(reply, requests, label)
+        return _run(requests)
     finally:
-        transport_log.setLevel(level)
+        for logger, level in zip(quiet, levels):
+            logger.setLevel(level)
 
 
-def _run(reply: Reply | None, requests: int, label: str) -> str:
+def _run(requests: int) -> str:
     with FakeOpenAI(REPLY) as fake:
-        ours = reply or hybridbot_reply(fake.base_url)
-        bare = bare_reply(fake.base_url)
-        results: dict[str, list[tuple[float, float]]] = {"bare": [], label: []}
+        paths = {"bare openai client": bare_reply(fake.base_url), "OpenAIChat.stream": hybridbot_reply(fake.base_url),
+                 "Bot.stream (whole turn)": bot_reply(fake.base_url)}
+        results: dict[str, list[tuple[float, float]]] = {name: [] for name in paths}
+        names = list(paths)
         for n in range(WARMUP + requests):
-            order = [("bare", bare), (label, ours)] if n % 2 else [(label, ours), ("bare", bare)]
-            for name, fn in order:
-                ttft, total, text = measure(fn, f"question number {n}")
+            shift = n % len(names)  # rotate the order so drift hits every path equally
+            for name in names[shift:] + names[:shift]:
+                ttft, total, text = measure(paths[name], QUESTION.format(n=n))
                 if text != REPLY:
                     raise RuntimeError(f"{name} returned {text!r}, expected the scripted reply")
                 if n >= WARMUP:
@@ -120,23 +139,27 @@ def _run(reply: Reply | None, requests: int, label: str) -> str:
                        "total50": statistics.median(totals), "total99": percentile(totals, 99)}
         s = stats[name]
         rows.append(f"| {name} | {s['ttft50']:.2f} | {s['ttft99']:.2f} | {s['total50']:.2f} | {s['total99']:.2f} |")
-    ttft_over = stats[label]["ttft50"] - stats["bare"]["ttft50"]
-    total_over = stats[label]["total50"] - stats["bare"]["total50"]
-    verdict = "meets" if ttft_over <= 10 else "MISSES"
+    bare = stats[names[0]]
+    lines = []
+    for name in names[1:]:
+        ttft_over = stats[name]["ttft50"] - bare["ttft50"]
+        total_over = stats[name]["total50"] - bare["total50"]
+        verdict = "meets" if ttft_over <= 10 else "MISSES"
+        lines.append(f"- `{name}`: **{ttft_over:+.2f} ms to first token** at p50, {total_over:+.2f} ms in total "
+                     f"({verdict} the <= 10 ms target); ratio of p50 totals {stats[name]['total50'] / bare['total50']:.2f}.")
     return "\n".join([
         "## LLM fallback overhead",
         "",
-        f"{requests} streamed replies each ({WARMUP} warm-up), interleaved, from one local `FakeOpenAI` "
-        f"(`bot/fake_openai.py`, no token delay, {len(REPLY.split())} words in {len(REPLY.split())} SSE "
-        f"chunks, {chunks} messages per request incl. the demo knowledge). Times in ms.",
+        f"{requests} streamed replies per path ({WARMUP} warm-up), order rotated every round, from one local "
+        f"`FakeOpenAI` (`bot/fake_openai.py`, no token delay, {len(REPLY.split())} words in "
+        f"{len(REPLY.split())} SSE chunks, {chunks} messages in the last request). Times in ms.",
         "",
         "| path | first token p50 | first token p99 | total p50 | total p99 |",
         "|---|---|---|---|---|",
         *rows,
         "",
-        f"Overhead at p50: **{ttft_over:+.2f} ms to first token**, {total_over:+.2f} ms in total "
-        f"({verdict} the <= 10 ms target). `{label}` includes building the messages and the reader "
-        "thread that enforces the deadlines; `bare` is `openai.OpenAI().chat.completions.create(stream=True)`.",
+        "Overhead over the bare client:",
+        *lines,
     ])
 
 
