@@ -141,8 +141,10 @@ class TurnRunner:
             usage = stream.usage
         except LLMError as exc:
             turn.error = exc.kind
-            log.warning("LLM %s for conversation turn %s (status %s, request %s)", exc.kind, turn.turn_id,
-                        exc.status_code, exc.request_id)
+            # No key is a configured state (announced once at start-up), not an incident.
+            log.log(logging.DEBUG if exc.kind == "no_key" else logging.WARNING,
+                    "LLM %s for conversation turn %s (status %s, request %s)", exc.kind, turn.turn_id,
+                    exc.status_code, exc.request_id)
             if not parts:
                 text = "\n".join(settings.unavailable[:1]) if settings.unavailable else self.scripted("fallback")
                 turn.replies[index] = _reply(text, settings.buttons)
