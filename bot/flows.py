@@ -260,7 +260,10 @@ class _Turn:
         if frame["attempts"] >= slot.max_attempts:
             frame["asking"], frame["attempts"] = None, 0
             if slot.on_fail:
-                self.goto(frame, slot.on_fail, slot.source)
+                from .steps import jump  # the same goto as a step's
+
+                if jump(self, frame, program, slot.on_fail):
+                    self.run(frame)
             else:
                 self.stack.pop()
                 self.say(self.message("gave_up"))
@@ -285,15 +288,6 @@ class _Turn:
                 "entities": variables["entities"], "slots": dict(frame["slots"]), "flow": frame["flow"],
                 "step": None, "user": dict(self.user) if self.user else None, "result": dict(frame["result"]),
                 "now": self.now or datetime.now()}
-
-    def goto(self, frame: dict, target: str, source: Source) -> None:
-        program = self.e.programs[frame["flow"]]
-        if target in program.labels:
-            frame["pc"] = program.labels[target]
-            self.run(frame)
-        else:
-            self.stack.remove(frame)
-            self.start(target, carry=frame["slots"])
 
     def finish(self, frame: dict, *, offer_resume: bool = True) -> None:
         if frame in self.stack:

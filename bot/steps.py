@@ -61,7 +61,7 @@ def _action(turn: "_Turn", frame: dict, program: Program, ins: Instruction) -> b
         buttons = tuple(b if not isinstance(b, str) else _button(b) for b in reply.buttons)
         turn.say(reply.text, buttons)
     if reply.goto:
-        return _jump(turn, frame, program, reply.goto)
+        return jump(turn, frame, program, reply.goto)
     frame["pc"] += 1
     return True
 
@@ -92,7 +92,8 @@ def _jump_to(turn: "_Turn", frame: dict, program: Program, ins: Instruction) -> 
     return True
 
 
-def _jump(turn: "_Turn", frame: dict, program: Program, target: str) -> bool:
+def jump(turn: "_Turn", frame: dict, program: Program, target: str) -> bool:
+    """Go to a step of this flow (True: carry on running) or start another flow (False)."""
     if target in program.labels:
         frame["pc"] = program.labels[target]
         return True
@@ -104,7 +105,7 @@ def _jump(turn: "_Turn", frame: dict, program: Program, target: str) -> bool:
 
 
 def _goto(turn: "_Turn", frame: dict, program: Program, ins: Instruction) -> bool:
-    return _jump(turn, frame, program, ins.value)
+    return jump(turn, frame, program, ins.value)
 
 
 def _llm(turn: "_Turn", frame: dict, program: Program, ins: Instruction) -> bool:

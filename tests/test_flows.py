@@ -277,3 +277,21 @@ def test_same_text_same_route_across_turns(minimal_bot) -> None:
     a = minimal_bot.handle(None, "how much is the X3?", now=NOW)
     b = minimal_bot.handle(None, "how much is the X3?", now=NOW)
     assert (a.intent, a.route["score"], a.text) == (b.intent, b.route["score"], b.text)
+
+
+def test_on_fail_goes_to_the_named_step_after_max_attempts(make_bot) -> None:
+    flow = """\
+        version: 1
+        trigger: weather
+        slots:
+          sure: {ask: "Umbrella?", choices: ["yes", "no"], max_attempts: 1, on_fail: skip}
+        steps:
+          - ask: sure
+          - say: "You chose {{ slots.sure }}."
+          - id: skip
+            end: "Never mind the umbrella."
+    """
+    chat = ChatTester(make_bot(INTENTS, {"paint": PAINT, "weather": flow, "loop": LOOP}, {"quote": quote}))
+    assert chat.say("what's the weather").text == "Umbrella?"
+    turn = chat.say("perhaps")
+    assert turn.text == "Never mind the umbrella." and turn.flow is None
