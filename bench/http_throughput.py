@@ -193,15 +193,11 @@ def _fake_llm(log_dir: Path, stack: Any) -> tuple[Any, str]:
 
 
 def _cleanup_redis(prefix: str) -> None:
-    import redis
+    from bot.redis_store import RedisStore
 
-    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        for start in range(0, len(keys), 1000):
-            client.delete(*keys[start:start + 1000])
-    finally:
-        client.close()
+    cleaner = RedisStore("redis://127.0.0.1:6379/0", prefix=prefix)
+    cleaner.clear()
+    cleaner.close()
 
 
 def _warm_router(cache: Path) -> None:

@@ -87,6 +87,15 @@ class RedisStore(StoreBackend):
         if self._owns_client:
             self._r.close()
 
+    def clear(self) -> int:
+        """Delete every key under this store's prefix (all its conversations, transcripts and
+        counters); returns how many keys went. For tests, benchmarks and decommissioning."""
+        with self._errors():
+            keys = list(self._r.scan_iter(match=f"{self.prefix}*", count=1000))
+            for start in range(0, len(keys), 1000):
+                self._r.delete(*keys[start:start + 1000])
+        return len(keys)
+
     # -- locking and saving -------------------------------------------------------------
 
     def _acquire(self, cid: str, deadline: float) -> str:

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
-import redis
 from click.testing import CliRunner
 
 from bot.app import Bot
@@ -33,11 +32,9 @@ DAY = 24 * 3600
 def prefix() -> Iterator[str]:
     name = f"hbtest-identity:{uuid.uuid4().hex}:"
     yield name
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match=f"{name}*", count=500))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    cleaner = RedisStore(REDIS_URL, prefix=name)
+    cleaner.clear()
+    cleaner.close()
 
 
 @pytest.fixture(params=BACKENDS)

@@ -31,15 +31,6 @@ def turn(turn_id: str, text: str = "hi", **extra: Any) -> dict[str, Any]:
             "latency_ms": 3, **extra}
 
 
-def redis_cleanup(prefix: str) -> None:
-    import redis
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match=f"{prefix}*", count=500))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
 @pytest.fixture
 def make_store(tmp_path: Path) -> Iterator[Callable[..., StoreBackend]]:
     """make_store(kind, **options): a fresh store; stores of one kind in one test share their data."""
@@ -60,7 +51,9 @@ def make_store(tmp_path: Path) -> Iterator[Callable[..., StoreBackend]]:
     yield make
     for store in made:
         store.close()
-    redis_cleanup(prefix)
+    cleaner = RedisStore(REDIS_URL, prefix=prefix)
+    cleaner.clear()
+    cleaner.close()
 
 
 @pytest.fixture(params=BACKENDS)

@@ -28,9 +28,7 @@ def client() -> Iterator[redis.Redis]:
 def prefix(client: redis.Redis) -> Iterator[str]:
     name = f"hbtest:{uuid.uuid4().hex}:"
     yield name
-    keys = list(client.scan_iter(match=f"{name}*"))
-    if keys:
-        client.delete(*keys)
+    RedisStore(client=client, prefix=name).clear()
 
 
 @pytest.fixture
@@ -120,3 +118,17 @@ def test_a_given_client_is_used_and_left_open(client: redis.Redis, prefix: str) 
     shared.close()
     assert client.ping()
     assert client.exists(f"{prefix}conv:c1") == 1
+
+
+def test_clear_deletes_its_own_prefix_only(store: RedisStore, client: redis.Redis) -> None:
+    with store.open("c1") as conv:
+        conv.add_turn({"turn_id": "t1", "text_in": "hi", "replies": []})
+    store.add_tokens_today(5)
+    neighbour = f"{store.prefix[:-1]}-other:keep"
+    client.set(neighbour, "1")
+    try:
+        assert store.clear() >= 2
+        assert list(client.scan_iter(match=f"{store.prefix}*")) == []
+        assert client.get(neighbour) == b"1"
+    finally:
+        client.delete(neighbour)

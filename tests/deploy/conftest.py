@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 import pytest
 
 from bot.app import Bot
+from bot.redis_store import RedisStore
 from bot.store import MemoryStore
 from bot.testing import FakeLLM
 from botdata import MINIMAL
@@ -48,17 +49,11 @@ def llm() -> Iterator[GatedLLM]:
 @pytest.fixture(scope="module")
 def redis_prefix() -> Iterator[str]:
     """A fresh key prefix in the machine's Redis; its keys are deleted after the module."""
-    import redis
-
     prefix = f"test-deploy-{secrets.token_hex(6)}:"
     yield prefix
-    client = redis.Redis.from_url(MACHINE_REDIS)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=500))
-        for start in range(0, len(keys), 500):
-            client.delete(*keys[start:start + 500])
-    finally:
-        client.close()
+    cleaner = RedisStore(MACHINE_REDIS, prefix=prefix)
+    cleaner.clear()
+    cleaner.close()
 
 
 def app_env(store_url: str, llm_url: str, cache: Path, **extra: str) -> dict[str, str]:
