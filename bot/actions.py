@@ -14,7 +14,6 @@ import types
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, Callable, Mapping, Union
 
 from .config import Button
@@ -151,9 +150,6 @@ class ActionRegistry:
                 self.add(value, spec.name, origin=spec.origin)
                 count += 1
         return count
-
-    def snapshot(self) -> Mapping[str, ActionSpec]:
-        return MappingProxyType(dict(self._specs))
 
 
 def _check_signature(fn: Handler, name: str, origin: str) -> None:

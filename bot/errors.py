@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +96,3 @@ class LLMError(BotError):
 
 class StoreError(BotError):
     """The conversation store cannot be used (locked, corrupt, read-only, unreachable)."""
-
-
-def relative_name(path: Path, root: Path) -> str:
-    """The path as shown in error messages: relative to the bot directory, with '/'."""
-    try:
-        return path.resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return path.as_posix()

@@ -46,11 +46,6 @@ class CallLLM:
     source: Source | None = None
 
 
-@dataclass(frozen=True)
-class Handoff:
-    text: str
-
-
 @dataclass
 class Outcome:
     effects: list[Any] = field(default_factory=list)

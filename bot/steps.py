@@ -5,7 +5,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from .errors import ActionError
-from .flows import CallLLM, Handoff
+from .flows import CallLLM
 from .program import Instruction, Program
 
 if TYPE_CHECKING:
@@ -119,7 +119,6 @@ def _llm(turn: "_Turn", frame: dict, program: Program, ins: Instruction) -> bool
 def _handoff(turn: "_Turn", frame: dict, program: Program, ins: Instruction) -> bool:
     texts = _texts(ins.value)
     text = turn.render(turn.pick(texts), turn.variables(frame)) if texts else turn.message("handoff")
-    turn.out.effects.append(Handoff(text))
     turn.say(text, ins.buttons)
     turn.state["handoff"] = True
     turn.finish(frame, offer_resume=False)

@@ -12,8 +12,6 @@ from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-Path_ = tuple  # a key path such as ("steps", 1, "action")
-
 
 @dataclass
 class YamlDoc:
