@@ -148,13 +148,16 @@ def _api_routes(app: Flask, state: WebState) -> None:
     per_conversation = _limit(state.limiter, settings.conversation_rate_limits, "conversation",
                               key_func=conversation_key, exempt_when=lambda: not conversation_key())
 
+    def turn_arguments() -> tuple[str, str]:
+        """(conversation id, message) of a chat request, checked; both chat endpoints take them."""
+        req = chat_request(settings.max_message_chars)
+        return _known_conversation(holder.bot, req.conversation_id), req.message
+
     @app.post("/api/chat")
     @per_ip
     @per_conversation
     def chat() -> Response:
-        req = chat_request(settings.max_message_chars)
-        bot = holder.bot
-        turn = bot.handle(_known_conversation(bot, req.conversation_id), req.message, user=user_context())
+        turn = holder.bot.handle(*turn_arguments(), user=user_context())
         return jsonify(conversation_id=turn.conversation_id, turn_id=turn.turn_id, replies=turn.replies,
                        route=turn.route)
 
@@ -162,10 +165,7 @@ def _api_routes(app: Flask, state: WebState) -> None:
     @per_ip
     @per_conversation
     def chat_stream() -> Response:
-        req = chat_request(settings.max_message_chars)
-        bot = holder.bot
-        pump = EventPump(bot.stream(_known_conversation(bot, req.conversation_id), req.message, user=user_context()),
-                         settings.heartbeat_seconds)
+        pump = EventPump(holder.bot.stream(*turn_arguments(), user=user_context()), settings.heartbeat_seconds)
         first = pump.first()  # errors before the first event become a normal JSON error
         return Response(pump.sse(first), mimetype="text/event-stream",
                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
