@@ -1,7 +1,6 @@
 """The @action decorator, ActionRegistry, and the Context/Reply types handlers use."""
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -136,10 +135,6 @@ class ActionRegistry:
 
     def names(self) -> list[str]:
         return sorted(self._specs)
-
-    def suggest(self, name: str) -> str | None:
-        close = difflib.get_close_matches(name, self.names(), n=1, cutoff=0.6)
-        return close[0] if close else None
 
     def collect(self, module: Any) -> int:
         """Register every @action-marked function defined in ``module``; returns how many."""

@@ -9,6 +9,7 @@ import pytest
 from bot import Context, Reply, action
 from bot.actions import ActionRegistry, discover
 from bot.errors import ConfigError
+from bot.schemacheck import suggest
 
 
 @action
@@ -41,7 +42,7 @@ def test_duplicate_name_names_both_places() -> None:
         registry.add(plain_again, "plain")
     message = info.value.message
     assert "action 'plain' is defined twice" in message
-    assert "test_actions.py:14" in message and "rename one with @action(name=...)" in message
+    assert f"test_actions.py:{plain.__code__.co_firstlineno}" in message and "rename one with @action(name=...)" in message
 
 
 def test_wrong_signature_is_a_load_error() -> None:
@@ -50,11 +51,11 @@ def test_wrong_signature_is_a_load_error() -> None:
         registry.add(lambda ctx, other: None, "two")
 
 
-def test_suggest_nearest_name() -> None:
+def test_suggest_nearest_action_name() -> None:
     registry = ActionRegistry()
     registry.add(plain)
-    assert registry.suggest("plian") == "plain"
-    assert registry.suggest("zzz") is None
+    assert suggest("plian", registry.names()) == " (did you mean 'plain'?)"
+    assert suggest("zzz", registry.names()) == ""
 
 
 def test_context_and_reply_are_read_only() -> None:
