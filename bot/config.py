@@ -30,6 +30,15 @@ DEFAULT_MESSAGES: Mapping[str, tuple[str, ...]] = MappingProxyType({
 })
 
 
+def texts(value: Any) -> tuple[str, ...]:
+    """A text-or-list value from YAML (``say``, ``ask``, ``end: true``...) as a tuple of texts."""
+    if value is None or value is True:
+        return ()
+    if isinstance(value, list):
+        return tuple(str(v) for v in value)
+    return (str(value),)
+
+
 @dataclass(frozen=True)
 class Source:
     """Where a config element was written: file relative to the bot directory, 1-based line/col."""

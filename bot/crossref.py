@@ -6,7 +6,7 @@ import re
 from typing import Iterable, Mapping
 
 from .actions import ActionRegistry
-from .config import BUILTIN_ENTITIES, OUT_OF_SCOPE, Flow, IntentsConfig, LLMSettings, Source, Step
+from .config import BUILTIN_ENTITIES, OUT_OF_SCOPE, Flow, IntentsConfig, LLMSettings, Source, Step, texts
 from .errors import ConfigError
 from .patterns import check_pattern
 from .schemacheck import suggest
@@ -133,8 +133,7 @@ class _Checker:
         elif step.kind == "if":
             self.check_template(step.value, src, flow, expression=True)
         elif step.kind in ("say", "handoff", "end"):
-            if isinstance(step.value, (str, list)):
-                self.check_texts(step.value if isinstance(step.value, list) else [step.value], src, flow)
+            self.check_texts(texts(step.value), src, flow)
         elif step.kind == "llm":
             prompt = step.value if isinstance(step.value, str) else step.value.get("prompt", "")
             self.check_template(prompt, src, flow)

@@ -10,20 +10,12 @@ from typing import Any
 from . import schemacheck, yamlfile
 from .actions import ActionRegistry, discover
 from .config import (DEFAULT_MESSAGES, FALLBACK_FLOW, STEP_KINDS, Button, Config, EntityDef, Flow,
-                     IntentDef, IntentsConfig, LLMSettings, RouterSettings, SlotDef, Source, Step)
+                     IntentDef, IntentsConfig, LLMSettings, RouterSettings, SlotDef, Source, Step, texts)
 from .errors import ConfigError, ConfigErrors
 from .redaction import PrivacySettings, PrivacySettingsError
 from .yamlfile import YamlDoc
 
 log = logging.getLogger(__name__)
-
-
-def _texts(value: Any) -> tuple[str, ...]:
-    if value is None or value is True:
-        return ()
-    if isinstance(value, list):
-        return tuple(str(v) for v in value)
-    return (str(value),)
 
 
 def _buttons(raw: Any) -> tuple[Button, ...]:
@@ -94,7 +86,7 @@ class Loader:
             llm_max_tokens=int(assist.get("max_tokens", RouterSettings.llm_max_tokens)))
         messages = dict(DEFAULT_MESSAGES)
         for key, value in (first.data.get("messages") or {}).items():
-            messages[key] = _texts(value)
+            messages[key] = texts(value)
         entities: dict[str, EntityDef] = {}
         intents: dict[str, IntentDef] = {}
         for doc in docs:
@@ -157,13 +149,13 @@ class Loader:
         slots = {}
         for name, raw in (data.get("slots") or {}).items():
             raw = raw or {}
-            slots[name] = SlotDef(name, raw.get("entity"), _texts(raw.get("ask")), _texts(raw.get("reprompt")),
+            slots[name] = SlotDef(name, raw.get("entity"), texts(raw.get("ask")), texts(raw.get("reprompt")),
                                   tuple(str(c) for c in raw.get("choices") or ()), raw.get("regex"),
                                   raw.get("validate"), int(raw.get("max_attempts", 3)), raw.get("on_fail"),
                                   _source(doc, ("slots", name)))
         steps = self._steps(doc, ("steps",), data["steps"])
         return Flow(flow_id, steps, triggers, MappingProxyType(slots), data.get("description", ""),
-                    _texts(data.get("error")), Source(doc.name, 1, 1))
+                    texts(data.get("error")), Source(doc.name, 1, 1))
 
     def _steps(self, doc: YamlDoc, path: tuple, raw_steps: list) -> tuple[Step, ...]:
         steps = []
@@ -193,7 +185,7 @@ class Loader:
         d = doc.data
         history, timeouts, budgets = d.get("history") or {}, d.get("timeouts") or {}, d.get("budgets") or {}
         return LLMSettings(
-            system_prompt=d["system_prompt"], unavailable=_texts(d["unavailable"]),
+            system_prompt=d["system_prompt"], unavailable=texts(d["unavailable"]),
             model=d.get("model", LLMSettings.model), temperature=float(d.get("temperature", LLMSettings.temperature)),
             max_tokens=int(d.get("max_tokens", LLMSettings.max_tokens)),
             history_turns=int(history.get("turns", LLMSettings.history_turns)),

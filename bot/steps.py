@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from .config import Button, texts
 from .errors import ActionError
 from .flows import CallLLM
 from .program import Instruction, Program
@@ -12,12 +13,6 @@ if TYPE_CHECKING:
     from .flows import _Turn
 
 log = logging.getLogger(__name__)
-
-
-def _texts(value: Any) -> list[str]:
-    if value is True or value is None:
-        return []
-    return value if isinstance(value, list) else [str(value)]
 
 
 def execute(turn: "_Turn", frame: dict, program: Program, ins: Instruction) -> bool:
@@ -34,7 +29,7 @@ def execute(turn: "_Turn", frame: dict, program: Program, ins: Instruction) -> b
 
 
 def _say(turn: "_Turn", frame: dict, program: Program, ins: Instruction) -> bool:
-    turn.say(turn.render(turn.pick(_texts(ins.value)), turn.variables(frame)), ins.buttons)
+    turn.say(turn.render(turn.pick(texts(ins.value)), turn.variables(frame)), ins.buttons)
     frame["pc"] += 1
     return True
 
@@ -58,17 +53,12 @@ def _action(turn: "_Turn", frame: dict, program: Program, ins: Instruction) -> b
     frame["slots"].update(reply.slots)
     frame["result"] = dict(reply.result)
     if reply.text:
-        buttons = tuple(b if not isinstance(b, str) else _button(b) for b in reply.buttons)
+        buttons = tuple(Button(b, b) if isinstance(b, str) else b for b in reply.buttons)
         turn.say(reply.text, buttons)
     if reply.goto:
         return jump(turn, frame, program, reply.goto)
     frame["pc"] += 1
     return True
-
-
-def _button(title: str) -> Any:
-    from .config import Button
-    return Button(title, title)
 
 
 def _set(turn: "_Turn", frame: dict, program: Program, ins: Instruction) -> bool:
@@ -117,8 +107,8 @@ def _llm(turn: "_Turn", frame: dict, program: Program, ins: Instruction) -> bool
 
 
 def _handoff(turn: "_Turn", frame: dict, program: Program, ins: Instruction) -> bool:
-    texts = _texts(ins.value)
-    text = turn.render(turn.pick(texts), turn.variables(frame)) if texts else turn.message("handoff")
+    said = texts(ins.value)
+    text = turn.render(turn.pick(said), turn.variables(frame)) if said else turn.message("handoff")
     turn.say(text, ins.buttons)
     turn.state["handoff"] = True
     turn.finish(frame, offer_resume=False)
@@ -126,9 +116,9 @@ def _handoff(turn: "_Turn", frame: dict, program: Program, ins: Instruction) -> 
 
 
 def _end(turn: "_Turn", frame: dict, program: Program, ins: Instruction) -> bool:
-    texts = _texts(ins.value)
-    if texts:
-        turn.say(turn.render(turn.pick(texts), turn.variables(frame)), ins.buttons)
+    said = texts(ins.value)
+    if said:
+        turn.say(turn.render(turn.pick(said), turn.variables(frame)), ins.buttons)
     turn.finish(frame)
     return False
 
