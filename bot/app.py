@@ -66,7 +66,6 @@ class Bot:
                  router: Any = None, action_timeout: float = DEFAULT_ACTION_TIMEOUT,
                  cache_dir: Path | None = None, env: Mapping[str, str] | None = None,
                  action_pool: ThreadPoolExecutor | None = None) -> None:
-        from .entities import EntityExtractor
         from .router import Router
         from .store import MemoryStore
 
@@ -75,12 +74,12 @@ class Bot:
         self.env = os.environ if env is None else env
         self.store = store if store is not None else MemoryStore()
         self.router = router if router is not None else Router(config.intents, cache_dir=cache_dir)
-        self.extractor = EntityExtractor(config.intents.entities)
         self.action_timeout = action_timeout
         # Shared with the Bot that replaces this one on a reload, so turns in flight keep working.
         self.action_pool = action_pool or ThreadPoolExecutor(max_workers=8, thread_name_prefix="hybridbot-action")
         self.llm = llm if llm is not None else self._default_llm()
-        self.engine = Engine(config, self.run_action, self.extractor.extract)
+        # Slot answers are read with the router's own extractor (built once, with its compiled tables).
+        self.engine = Engine(config, self.run_action, self.router.extractor.extract)
         self.turns = TurnRunner(self)
         self.redactor = Redactor(config.privacy)
 
