@@ -119,20 +119,27 @@ class Bot:
         return secrets.token_urlsafe(24)
 
     def handle(self, conversation_id: str | None, text: str, *, user: Mapping[str, Any] | None = None,
-               now: datetime | None = None) -> Turn:
+               now: datetime | None = None, must_exist: bool = False) -> Turn:
         """Answer one message and return the whole turn (the streamed events, collected)."""
         turn = None
-        for name, data in self.stream(conversation_id, text, user=user, now=now):
+        for name, data in self.stream(conversation_id, text, user=user, now=now, must_exist=must_exist):
             if name == "turn":
                 turn = data
         assert turn is not None
         return turn
 
     def stream(self, conversation_id: str | None, text: str, *, user: Mapping[str, Any] | None = None,
-               now: datetime | None = None) -> Iterator[tuple[str, Any]]:
+               now: datetime | None = None, must_exist: bool = False) -> Iterator[tuple[str, Any]]:
         """Answer one message as events: ("meta", {...}), ("delta", {"text", "index"})..., then
-        ("done", {...}) and finally ("turn", Turn). Rule replies arrive as one delta each."""
-        return self.turns.run(conversation_id or self.new_conversation_id(), clean_text(text), user, now)
+        ("done", {...}) and finally ("turn", Turn). Rule replies arrive as one delta each.
+
+        ``conversation_id`` None starts a new conversation. With ``must_exist`` (what the web
+        API does) an id that is unknown, idle-expired or owned by another verified user raises
+        UnknownConversation before any event, and nothing is stored; without it such an id
+        starts a new conversation under that id."""
+        if conversation_id is None:
+            conversation_id, must_exist = self.new_conversation_id(), False
+        return self.turns.run(conversation_id, clean_text(text), user, now, must_exist)
 
     def transcript(self, conversation_id: str) -> list[dict] | None:
         return self.store.transcript(conversation_id)

@@ -133,7 +133,7 @@ class EntityExtractor:
         self._regexes: dict[str, re.Pattern[str]] = {}
         self._aliases: dict[str, str] = {b: b for b in BUILTIN_ENTITIES}
         self._lookup: dict[str, list[_Lookup]] = {}  # compact form -> entries
-        self._fuzzy: list[_Lookup] = []
+        self._fuzzy: dict[tuple[int, str], list[_Lookup]] = {}  # (words, first letter) -> typo candidates
         self._max_tokens = 1
         self._surface: dict[str, list[str]] = {}
         self._spellings: dict[str, list[str]] = {}  # regex per distinct token sequence, for patterns
@@ -166,7 +166,7 @@ class EntityExtractor:
                 if not any(e.entity == edef.name for e in bucket):
                     bucket.append(entry)
                     if edef.fuzzy and fuzzy_limit(entry.compact) > 0:
-                        self._fuzzy.append(entry)
+                        self._fuzzy.setdefault((entry.n_tokens, entry.compact[0]), []).append(entry)
                 self._max_tokens = max(self._max_tokens, len(toks))
                 spelled = r"[\W_]*".join(re.escape(t) for t in toks)
                 if spelled not in self._spellings.setdefault(edef.name, []):
@@ -265,8 +265,8 @@ class EntityExtractor:
             if len(compact) < 5 or (n == 1 and compact in _COMMON_WORDS) or compact.isdigit():
                 continue
             best: tuple[int, _Lookup] | None = None
-            for entry in self._fuzzy:
-                if entry.entity not in wanted or entry.n_tokens != n or entry.compact[0] != compact[0]:
+            for entry in self._fuzzy.get((n, compact[0]), ()):  # same word count and first letter
+                if entry.entity not in wanted:
                     continue
                 if _digits(compact) != _digits(entry.compact):  # "x5" is never a typo of "x3"
                     continue

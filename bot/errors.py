@@ -96,3 +96,12 @@ class LLMError(BotError):
 
 class StoreError(BotError):
     """The conversation store cannot be used (locked, corrupt, read-only, unreachable)."""
+
+
+class UnknownConversation(BotError):
+    """A message continues a conversation that does not exist, has idle-expired, or belongs to
+    another verified user (the three are deliberately indistinguishable)."""
+
+    def __init__(self, conversation_id: str) -> None:
+        self.conversation_id = conversation_id
+        super().__init__("unknown conversation")

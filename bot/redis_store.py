@@ -5,7 +5,7 @@ import json
 import logging
 import math
 import time
-import uuid
+import secrets
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Iterator
@@ -20,17 +20,48 @@ TOKEN_COUNTER_TTL = 2 * 24 * 3600  # a day's counter outlives the day in every t
 LOCK_POLL = 0.02  # seconds between attempts to take a busy conversation lock
 BATCH = 200  # conversations per pipeline when scanning or purging
 
+# KEYS: lock, conv, turns. ARGV: token, lease (ms). {1, state JSON or nil, turn count} once the
+# lock is ours, {0} while another request holds it.
+OPEN_LUA = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0} end
+return {1, redis.call('GET', KEYS[2]), redis.call('LLEN', KEYS[3])}
+"""
+# KEYS: lock, conv, turns, turnidx, conversations, owner, user index. ARGV: token, state JSON,
+# idle TTL (ms), updated_at, conversation id, user id or '', n, then n turn JSONs, n turn ids,
+# n seqs. 0 (nothing written) if the lease is no longer ours.
+SAVE_LUA = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+local n = tonumber(ARGV[7])
+for i = 1, n do
+  redis.call('RPUSH', KEYS[3], ARGV[7 + i])
+  redis.call('HSET', KEYS[4], ARGV[7 + n + i], ARGV[7 + 2 * n + i])
+end
+redis.call('ZADD', KEYS[5], ARGV[4], ARGV[5])
+if ARGV[6] ~= '' then
+  redis.call('SET', KEYS[6], ARGV[6])
+  redis.call('ZADD', KEYS[7], ARGV[4], ARGV[5])
+end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+# KEYS: lock. ARGV: token. Drops the lock only if it is still ours; 1 if it was.
+RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 
 class RedisStore(StoreBackend):
     """Conversations in Redis under ``prefix`` (default ``hybridbot:``).
 
     Keys: ``conv:{id}`` (state JSON, sliding expiry ``PX idle_ttl``), ``turns:{id}`` (list, one
     JSON turn per seq), ``turnidx:{id}`` (hash turn_id -> seq), ``feedback:{id}`` (hash
-    turn_id -> JSON), ``lock:{id}`` (redis-py Lock), ``conversations`` (sorted set id ->
-    last activity, for purge and reports), ``tokens:{day}``; for conversations of verified
-    users also ``owner:{id}`` (the user id) and ``user:{user_id}`` (sorted set id -> last
-    activity). Transcripts and ownership have no TTL:
-    they stay until ``delete``/``purge``. Not for Redis Cluster (saves use MULTI across keys).
+    turn_id -> JSON), ``lock:{id}`` (a lease token, taken and checked by Lua scripts),
+    ``conversations`` (sorted set id -> last activity, for purge and reports), ``tokens:{day}``;
+    for conversations of verified users also ``owner:{id}`` (the user id) and ``user:{user_id}``
+    (sorted set id -> last activity). Transcripts and ownership have no TTL: they stay until
+    ``delete``/``purge``. Not for Redis Cluster (scripts and MULTI span several keys).
 
     Args:
         url: ``redis://[[user]:password@]host:port/db`` (or ``rediss://``), for redis-py.
@@ -62,6 +93,7 @@ class RedisStore(StoreBackend):
             except ValueError as exc:
                 raise StoreError(f"bad Redis URL {self._where}: {exc}") from exc
         self._r = client
+        self._lua: tuple[Any, Any, Any] | None = None
 
     def _key(self, kind: str, cid: str = "") -> str:
         return f"{self.prefix}{kind}:{cid}" if cid else f"{self.prefix}{kind}"
@@ -97,23 +129,34 @@ class RedisStore(StoreBackend):
         return len(keys)
 
     # -- locking and saving -------------------------------------------------------------
+    # A turn costs two round trips: OPEN takes the lock and reads the conversation, SAVE checks
+    # the lease, writes state + turns and drops the lock, each atomically in one Lua script.
 
-    def _acquire(self, cid: str, deadline: float) -> str:
-        token = uuid.uuid4().hex
-        lock = self._r.lock(self._key("lock", cid), timeout=self.lock_lease, sleep=LOCK_POLL,
-                            thread_local=False)
-        with self._errors():
-            if lock.acquire(token=token, blocking_timeout=max(deadline - time.monotonic(), 0.0)):
-                return token
-        raise StoreBusyError(f"conversation {cid!r} is busy on another instance (waited {self.lock_timeout:g} s)")
+    def _scripts(self) -> tuple[Any, Any, Any]:
+        if self._lua is None:
+            self._lua = tuple(self._r.register_script(code) for code in (OPEN_LUA, SAVE_LUA, RELEASE_LUA))
+        return self._lua
+
+    def _acquire_and_load(self, cid: str, deadline: float) -> tuple[str, Record | None, int]:
+        token = secrets.token_hex(16)
+        lease = str(max(1, round(self.lock_lease * 1000)))
+        opener = self._scripts()[0]
+        keys = [self._key("lock", cid), self._key("conv", cid), self._key("turns", cid)]
+        while True:
+            with self._errors():
+                reply = opener(keys=keys, args=[token, lease])
+            if reply[0] == 1:
+                raw, last_seq = reply[1], int(reply[2])
+                return token, (Record(**json.loads(raw)) if raw else None), last_seq
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                raise StoreBusyError(f"conversation {cid!r} is busy on another instance "
+                                     f"(waited {self.lock_timeout:g} s)")
+            time.sleep(min(LOCK_POLL, wait))
 
     def _release(self, cid: str, token: str) -> None:
-        lock = self._r.lock(self._key("lock", cid), thread_local=False)
-        lock.local.token = token.encode()
         with self._errors():
-            try:
-                lock.release()
-            except self._redis.exceptions.LockError:
+            if not self._scripts()[2](keys=[self._key("lock", cid)], args=[token]):
                 log.warning("lock of conversation %s had already expired", cid)
 
     def _load(self, cid: str) -> tuple[Record | None, int]:
@@ -125,28 +168,20 @@ class RedisStore(StoreBackend):
         return (Record(**json.loads(raw)) if raw is not None else None), int(last_seq)
 
     def _save(self, cid: str, token: str, record: Record, turns: list[dict[str, Any]]) -> None:
-        lock_key = self._key("lock", cid)
-        payload = encode(record.__dict__)
-        with self._errors(), self._r.pipeline() as pipe:
-            try:
-                pipe.watch(lock_key)
-                if pipe.get(lock_key) != token.encode():
-                    raise StoreError(f"conversation {cid!r}: the lock lease ({self.lock_lease:g} s) ran out "
-                                     "before saving; this turn was not saved")
-                pipe.multi()
-                pipe.set(self._key("conv", cid), payload, px=max(1, round(self.idle_ttl * 1000)))
-                if turns:
-                    pipe.rpush(self._key("turns", cid), *[encode(t) for t in turns])
-                    pipe.hset(self._key("turnidx", cid), mapping={t["turn_id"]: t["seq"] for t in turns})
-                pipe.zadd(self._key("conversations"), {cid: record.updated_at})
-                if record.user_id is not None:
-                    pipe.set(self._key("owner", cid), record.user_id)
-                    pipe.zadd(self._key("user", record.user_id), {cid: record.updated_at})
-                pipe.delete(lock_key)
-                pipe.execute()
-            except self._redis.exceptions.WatchError:
-                raise StoreError(f"conversation {cid!r}: lost the lock while saving; this turn was not saved") \
-                    from None
+        user = record.user_id or ""
+        keys = [self._key("lock", cid), self._key("conv", cid), self._key("turns", cid),
+                self._key("turnidx", cid), self._key("conversations"), self._key("owner", cid),
+                self._key("user", user)]
+        args: list[Any] = [token, encode(record.__dict__), max(1, round(self.idle_ttl * 1000)),
+                           repr(record.updated_at), cid, user, len(turns)]
+        args += [encode(t) for t in turns]
+        args += [t["turn_id"] for t in turns]
+        args += [t["seq"] for t in turns]
+        with self._errors():
+            saved = self._scripts()[1](keys=keys, args=args)
+        if not saved:
+            raise StoreError(f"conversation {cid!r}: the lock lease ({self.lock_lease:g} s) ran out "
+                             "before saving; this turn was not saved")
 
     def _history(self, cid: str, first_seq: int, limit: int | None) -> list[dict[str, Any]]:
         start = first_seq - 1

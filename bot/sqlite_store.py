@@ -236,6 +236,7 @@ class SQLiteStore(StoreBackend):
         return Record(json.loads(row[0]), row[1], row[2], row[3], row[4]), last_seq
 
     def _save(self, cid: str, token: str, record: Record, turns: list[dict[str, Any]]) -> None:
+        state = encode(record.state)  # a value JSON cannot hold fails here, before anything is written
         rows = [(cid, t["seq"], t["turn_id"], encode(t), t["created_at"]) for t in turns]
         with self._errors():
             conn = self._conn()
@@ -249,7 +250,7 @@ class SQLiteStore(StoreBackend):
                     "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET state = excluded.state, "
                     "user_id = excluded.user_id, created_at = excluded.created_at, "
                     "updated_at = excluded.updated_at, first_seq = excluded.first_seq",
-                    (cid, encode(record.state), record.user_id, record.created_at, record.updated_at,
+                    (cid, state, record.user_id, record.created_at, record.updated_at,
                      record.first_seq))
                 conn.executemany("INSERT INTO turns (conversation_id, seq, turn_id, data, created_at) "
                                  "VALUES (?, ?, ?, ?, ?)", rows)

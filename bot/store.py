@@ -242,10 +242,9 @@ class StoreBackend(UserData, ABC):
         if not self._local_locks.acquire(cid, self.lock_timeout):
             raise StoreBusyError(f"conversation {cid!r} is busy (waited {self.lock_timeout:g} s)")
         try:
-            token = self._acquire(cid, deadline)
+            token, record, last_seq = self._acquire_and_load(cid, deadline)
             saved = False
             try:
-                record, last_seq = self._load(cid)
                 conv = self._conversation(cid, record, last_seq, create)
                 yield conv
                 self._save(cid, token, self._record_of(conv), conv.turns_added)
@@ -278,10 +277,8 @@ class StoreBackend(UserData, ABC):
     def _record_of(self, conv: Conversation) -> Record:
         if not isinstance(conv.state, dict):
             raise TypeError(f"conversation state must be a dict, got {type(conv.state).__name__}")
-        encode(conv.state)
-        for offset, turn in enumerate(conv.turns_added):
+        for offset, turn in enumerate(conv.turns_added):  # backends encode (and so check) state and turns
             turn["seq"] = conv.next_seq + offset
-            encode(turn)
         conv.updated_at = time.time()
         return Record(state=conv.state, user_id=conv.user_id, created_at=conv.created_at,
                       updated_at=conv.updated_at, first_seq=conv.first_seq)
@@ -300,6 +297,17 @@ class StoreBackend(UserData, ABC):
         record, _ = self._load(check_id(conversation_id))
         return record is not None and not self._expired(record)
 
+    def _acquire_and_load(self, cid: str, deadline: float) -> tuple[Any, Record | None, int]:
+        """(lock token, record, last turn seq): ``_acquire`` then ``_load``. A backend that can do
+        both in one round trip overrides this; on an exception the lock must not be held."""
+        token = self._acquire(cid, deadline)
+        try:
+            record, last_seq = self._load(cid)
+        except BaseException:
+            self._release_quietly(cid, token)
+            raise
+        return token, record, last_seq
+
     def _acquire(self, cid: str, deadline: float) -> Any:
         """Take the cross-process lock before ``deadline`` (monotonic) or raise StoreBusyError.
 
@@ -316,7 +324,8 @@ class StoreBackend(UserData, ABC):
 
     @abstractmethod
     def _save(self, cid: str, token: Any, record: Record, turns: list[dict[str, Any]]) -> None:
-        """Atomically write record + turns and release the lock, if the lease is still ours."""
+        """Atomically write record + turns and release the lock, if the lease is still ours. Encode
+        (and so check) everything before writing anything: a value JSON cannot hold saves nothing."""
 
     @abstractmethod
     def _history(self, cid: str, first_seq: int, limit: int | None) -> list[dict[str, Any]]:

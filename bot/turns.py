@@ -4,11 +4,12 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
-from .errors import LLMError
+from .errors import LLMError, UnknownConversation
 from .flows import CallLLM, Say
 from .metrics import observe_turn
 
@@ -38,6 +39,17 @@ def history_pairs(turns: list[dict]) -> list[tuple[str, str]]:
     return pairs
 
 
+@contextmanager
+def _opened(store: Any, cid: str, must_exist: bool) -> Iterator[Any]:
+    """``store.open(cid)``; with ``must_exist`` an unknown or idle-expired id is UnknownConversation."""
+    with ExitStack() as stack:
+        try:
+            conv = stack.enter_context(store.open(cid, create=not must_exist))
+        except KeyError:
+            raise UnknownConversation(cid) from None
+        yield conv
+
+
 class TurnRunner:
     def __init__(self, bot: "Bot") -> None:
         self.bot = bot
@@ -50,17 +62,20 @@ class TurnRunner:
             self._knowledge_text = format_knowledge(self.bot.config.knowledge) if self.bot.config.knowledge else ""
         return self._knowledge_text
 
-    def run(self, cid: str, text: str, user: Mapping[str, Any] | None, now: datetime | None
-            ) -> Iterator[tuple[str, Any]]:
+    def run(self, cid: str, text: str, user: Mapping[str, Any] | None, now: datetime | None,
+            must_exist: bool = False) -> Iterator[tuple[str, Any]]:
         from .app import Turn
 
         bot = self.bot
         started = time.perf_counter()
         turn = Turn(conversation_id=cid, turn_id=secrets.token_hex(8), text_in=text)
         closed = False
-        with bot.store.open(cid) as conv:
-            if user and user.get("id") and conv.user_id is None:
-                conv.user_id = str(user["id"])  # a verified visitor owns the conversation from now on
+        user_id = str(user["id"]) if user and user.get("id") else None
+        with _opened(bot.store, cid, must_exist) as conv:
+            if conv.user_id is None:
+                conv.user_id = user_id  # a verified visitor owns the conversation from now on
+            elif conv.user_id != user_id and must_exist:
+                raise UnknownConversation(cid)  # another user's: the same answer as an unknown id
             route = self.assisted(bot.router.route(text, now=now), text)
             outcome = bot.engine.advance(conv.state, text, route, conversation_id=cid, user=user, now=now)
             turn.kind, turn.intent, turn.flow, turn.slots = outcome.kind, outcome.intent, outcome.flow, outcome.slots

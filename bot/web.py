@@ -16,7 +16,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import BaseConverter
 
 from .app import Bot
-from .errors import StoreError
+from .errors import StoreError, UnknownConversation
 from .identity import IdentitySettings
 from .openapi import document
 from .redaction import install_log_redaction
@@ -122,14 +122,10 @@ def _limit(limiter: Limiter, limits: str, scope: str, **options: Any) -> Callabl
     return limiter.shared_limit(limits, scope=scope, **options)
 
 
-def _known_conversation(bot: Bot, cid: str | None) -> str:
-    """``cid`` if the store knows it (a new id when None); 404 ``unknown_conversation`` otherwise."""
-    if cid is None:
-        return bot.new_conversation_id()
+def _known_conversation(bot: Bot, cid: str) -> str:
+    """``cid`` if the store knows it; 404 ``unknown_conversation`` otherwise."""
     if not bot.store.exists(cid):
-        raise ApiError(404, "unknown_conversation",
-                       "This conversation has ended or does not exist. Send the message without "
-                       "'conversation_id' to start a new one.")
+        raise UnknownConversation(cid)
     return cid
 
 
@@ -148,16 +144,18 @@ def _api_routes(app: Flask, state: WebState) -> None:
     per_conversation = _limit(state.limiter, settings.conversation_rate_limits, "conversation",
                               key_func=conversation_key, exempt_when=lambda: not conversation_key())
 
-    def turn_arguments() -> tuple[str, str]:
-        """(conversation id, message) of a chat request, checked; both chat endpoints take them."""
+    def turn_arguments() -> tuple[str | None, str]:
+        """(conversation id or None, message) of a chat request, checked; both chat endpoints take
+        them and pass ``must_exist=True``: a named conversation must exist and be the visitor's
+        (checked inside the turn, under its lock)."""
         req = chat_request(settings.max_message_chars)
-        return _known_conversation(holder.bot, req.conversation_id), req.message
+        return req.conversation_id, req.message
 
     @app.post("/api/chat")
     @per_ip
     @per_conversation
     def chat() -> Response:
-        turn = holder.bot.handle(*turn_arguments(), user=user_context())
+        turn = holder.bot.handle(*turn_arguments(), user=user_context(), must_exist=True)
         return jsonify(conversation_id=turn.conversation_id, turn_id=turn.turn_id, replies=turn.replies,
                        route=turn.route)
 
@@ -165,7 +163,8 @@ def _api_routes(app: Flask, state: WebState) -> None:
     @per_ip
     @per_conversation
     def chat_stream() -> Response:
-        pump = EventPump(holder.bot.stream(*turn_arguments(), user=user_context()), settings.heartbeat_seconds)
+        pump = EventPump(holder.bot.stream(*turn_arguments(), user=user_context(), must_exist=True),
+                         settings.heartbeat_seconds)
         first = pump.first()  # errors before the first event become a normal JSON error
         return Response(pump.sse(first), mimetype="text/event-stream",
                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

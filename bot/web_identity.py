@@ -9,15 +9,15 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from .identity import IdentityError, IdentitySettings, User, verify_token
 from .ownership import check_user_id
 from .reload import BotHolder
-from .web_security import CONVERSATION_ID, ApiError, check_admin, conversation_id, error_response
+from .web_security import (CONVERSATION_ID, UNKNOWN_CONVERSATION, ApiError, check_admin, conversation_id,
+                           error_response)
 
 log = logging.getLogger(__name__)
 
 USER_KEY = "hybridbot_user"
 EXTENSION = "hybridbot_identity"
+TURN_ENDPOINTS = ("chat", "chat_stream")  # web.py's chat views: Bot.stream(must_exist=True) checks the owner
 # Word for word what web.py answers for an unknown id, so another user's conversation looks unknown too.
-UNKNOWN_CONVERSATION = ("This conversation has ended or does not exist. Send the message without "
-                        "'conversation_id' to start a new one.")
 INVALID_IDENTITY = "Your sign-in could not be verified ({reason}). Reload the page or sign in again."
 IDENTITY_REQUIRED = "Please sign in on the site to chat: this assistant needs to know who you are."
 CHALLENGE = 'Bearer realm="hybridbot", error="invalid_token"'
@@ -86,6 +86,8 @@ def register_identity(app: Flask, holder_or_bot: Any, settings: IdentitySettings
             return error_response(401, "identity_required", IDENTITY_REQUIRED,
                                   {"WWW-Authenticate": 'Bearer realm="hybridbot"'})
         setattr(g, USER_KEY, user)
+        if request.endpoint in TURN_ENDPOINTS:
+            return None  # the turn checks ownership itself, under the conversation's lock
         cid = _named_conversation()
         if cid is not None and not may_access(bot_of().store, cid, user):
             log.info("%s %s names a conversation of another user: answered as unknown", request.method, request.path)

@@ -16,7 +16,7 @@ from flask_limiter.util import get_remote_address
 from werkzeug.exceptions import HTTPException
 
 from .app import clean_text
-from .errors import StoreError
+from .errors import StoreError, UnknownConversation
 from .store import StoreBusyError
 from .web_settings import WebSettings
 
@@ -44,6 +44,8 @@ STATUS_ERRORS: Mapping[int, tuple[str, str]] = {
 }
 STORE_DOWN = "The assistant cannot reach its storage right now. Please try again shortly."
 BUSY = "The assistant is still answering your previous message. Please wait a moment."
+UNKNOWN_CONVERSATION = ("This conversation has ended or does not exist. Send the message without "
+                        "'conversation_id' to start a new one.")
 
 
 class ApiError(Exception):
@@ -69,6 +71,8 @@ def error_payload(exc: BaseException) -> tuple[int, str, str]:
     """(status, code, message) for any exception; logs the ones that are our fault."""
     if isinstance(exc, ApiError):
         return exc.status, exc.code, exc.message
+    if isinstance(exc, UnknownConversation):
+        return 404, "unknown_conversation", UNKNOWN_CONVERSATION
     if isinstance(exc, StoreBusyError):
         return 409, "conversation_busy", BUSY
     if isinstance(exc, StoreError):
@@ -262,6 +266,7 @@ def make_limiter(app: Flask, settings: WebSettings) -> Limiter:
     memory = settings.ratelimit_storage.startswith("memory://")
     limiter = Limiter(get_remote_address, app=app, storage_uri=settings.ratelimit_storage,
                       strategy="moving-window", key_prefix="hybridbot", headers_enabled=False,
-                      in_memory_fallback_enabled=not memory)
+                      in_memory_fallback_enabled=not memory,
+                      enabled=bool(settings.rate_limits or settings.conversation_rate_limits))  # off: no hooks
     limiter.request_filter(lambda: request.method == "OPTIONS")
     return limiter

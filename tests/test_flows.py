@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 from bot.actions import Reply
+from bot.errors import UnknownConversation
 from bot.testing import ChatTester, FakeLLM
 from botdata import NOW
 
@@ -260,6 +263,26 @@ def test_unknown_conversation_id_starts_afresh(minimal_bot) -> None:
     turn = minimal_bot.handle("never-seen-before-id", "hello", now=NOW)
     assert turn.conversation_id == "never-seen-before-id"
     assert turn.intent == "greet"
+
+
+def test_must_exist_refuses_an_unknown_id_and_stores_nothing(minimal_bot) -> None:
+    with pytest.raises(UnknownConversation):
+        minimal_bot.handle("never-seen-before-id", "hello", now=NOW, must_exist=True)
+    assert minimal_bot.store.transcript("never-seen-before-id") is None
+    started = minimal_bot.handle(None, "hello", now=NOW, must_exist=True)  # no id: a new conversation
+    again = minimal_bot.handle(started.conversation_id, "hello", now=NOW, must_exist=True)
+    assert again.conversation_id == started.conversation_id
+    assert len(minimal_bot.store.transcript(started.conversation_id)) == 2
+
+
+def test_must_exist_answers_another_users_conversation_as_unknown(minimal_bot) -> None:
+    cid = minimal_bot.handle(None, "hello", user={"id": "alice"}, now=NOW).conversation_id
+    for stranger in (None, {"id": "mallory"}):
+        with pytest.raises(UnknownConversation):
+            minimal_bot.handle(cid, "hello", user=stranger, now=NOW, must_exist=True)
+    assert minimal_bot.handle(cid, "hello", user={"id": "alice"}, now=NOW, must_exist=True).intent == "greet"
+    assert len(minimal_bot.store.transcript(cid)) == 2  # the refused messages left no turn
+    assert minimal_bot.store.owner_of(cid) == "alice"
 
 
 def test_template_error_at_run_time_is_logged_not_shown(make_bot, caplog) -> None:
