@@ -12,7 +12,7 @@ import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from bot.errors import StoreError
 from bot.ownership import ConversationInfo, check_user_id
@@ -192,7 +192,14 @@ class SQLiteStore(StoreBackend):
 
     # -- locking and saving -------------------------------------------------------------
 
-    def _acquire(self, cid: str, deadline: float) -> str:
+    def _acquire_and_load(self, cid: str, deadline: float) -> tuple[str, Record | None, int]:
+        """Claim the lock row and read the conversation in the same write transaction."""
+        loaded: list[tuple[Record | None, int]] = []
+        token = self._acquire(cid, deadline, then=lambda conn: loaded.append(self._read(conn, cid)))
+        return token, *loaded[-1]
+
+    def _acquire(self, cid: str, deadline: float,
+                 then: Callable[[sqlite3.Connection], None] | None = None) -> str:
         token = uuid.uuid4().hex
         pause = 0.002
         conn = self._conn()
@@ -205,6 +212,8 @@ class SQLiteStore(StoreBackend):
                         "ON CONFLICT(conversation_id) DO UPDATE SET owner = excluded.owner, "
                         "expires_at = excluded.expires_at WHERE locks.expires_at < ?",
                         (cid, token, now + self.lock_lease, now)).rowcount
+                    if claimed and then is not None:
+                        then(conn)
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     raise StoreError(f"SQLite store {self.path}: {exc}") from exc
@@ -226,11 +235,14 @@ class SQLiteStore(StoreBackend):
 
     def _load(self, cid: str) -> tuple[Record | None, int]:
         with self._errors():
-            conn = self._conn()
-            row = conn.execute("SELECT state, user_id, created_at, updated_at, first_seq "
-                               "FROM conversations WHERE id = ?", (cid,)).fetchone()
-            last_seq = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM turns WHERE conversation_id = ?",
-                                    (cid,)).fetchone()[0]
+            return self._read(self._conn(), cid)
+
+    @staticmethod
+    def _read(conn: sqlite3.Connection, cid: str) -> tuple[Record | None, int]:
+        row = conn.execute("SELECT state, user_id, created_at, updated_at, first_seq "
+                           "FROM conversations WHERE id = ?", (cid,)).fetchone()
+        last_seq = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM turns WHERE conversation_id = ?",
+                                (cid,)).fetchone()[0]
         if row is None:
             return None, last_seq
         return Record(json.loads(row[0]), row[1], row[2], row[3], row[4]), last_seq
