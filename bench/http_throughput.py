@@ -21,7 +21,6 @@ import json
 import logging
 import secrets
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading

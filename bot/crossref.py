@@ -58,8 +58,8 @@ class _Checker:
             for index, pattern in enumerate(intent.patterns):
                 self.check_regex(pattern, self.item_source(intent.source, ("intents", intent.name, "patterns", index)),
                                  f"intent {intent.name!r}: pattern", entity_names)
-        for key, texts in self.intents.messages.items():
-            self.check_texts(texts, Source("intents.yaml", *self.docs["intents.yaml"].position(("messages", key))),
+        for key, values in self.intents.messages.items():
+            self.check_texts(values, Source("intents.yaml", *self.docs["intents.yaml"].position(("messages", key))),
                              None, allowed=("options", "flow", "user", "slot", "value"))
 
     def item_source(self, owner: Source, path: tuple) -> Source:

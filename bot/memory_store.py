@@ -11,7 +11,8 @@ from datetime import datetime, timezone
 from typing import Any, Iterator
 
 from bot.ownership import ConversationInfo, check_user_id
-from bot.store import Record, StoreBackend, check_id, check_rating, encode, utc_day, with_feedback
+from bot.conversation import Record, check_id, check_rating, encode, utc_day, with_feedback
+from bot.store import StoreBackend
 
 log = logging.getLogger(__name__)
 

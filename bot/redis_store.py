@@ -12,7 +12,8 @@ from typing import Any, Iterator
 
 from bot.errors import StoreError
 from bot.ownership import ConversationInfo, check_user_id
-from bot.store import Record, StoreBackend, StoreBusyError, check_id, check_rating, encode, utc_day, with_feedback
+from bot.conversation import Record, check_id, check_rating, encode, utc_day, with_feedback
+from bot.store import StoreBackend, StoreBusyError
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,8 @@ from bot.errors import StoreError
 from bot.memory_store import MemoryStore
 from bot.redis_store import RedisStore
 from bot.sqlite_store import SQLiteStore
-from bot.store import Conversation, LocalLocks, StoreBackend, StoreBusyError, open_store
+from bot.conversation import Conversation
+from bot.store import LocalLocks, StoreBackend, StoreBusyError, open_store
 
 REDIS_URL = "redis://127.0.0.1:6379/13"
 BACKENDS = ["memory", "sqlite", "redis"]

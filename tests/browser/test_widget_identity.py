@@ -4,7 +4,6 @@ from __future__ import annotations
 import html
 import logging
 import time
-from pathlib import Path
 from typing import Any, Iterator
 
 import jwt
