@@ -43,6 +43,11 @@ class Conversation:
     next_seq: int = field(default=1, repr=False)
     _load_history: Callable[[int, int | None], list[dict[str, Any]]] | None = field(
         default=None, repr=False)
+    _turn_json: list[str] = field(default_factory=list, repr=False)  # turns_added, encoded once
+
+    def new_turns(self) -> list[tuple[dict[str, Any], str]]:
+        """``turns_added`` with each one's JSON, for the store to save."""
+        return list(zip(self.turns_added, self._turn_json))
 
     def add_turn(self, turn: dict[str, Any]) -> None:
         """Append a turn; the store assigns ``seq`` and saves it on exit.
@@ -51,10 +56,11 @@ class Conversation:
             turn: JSON-serialisable dict with at least ``turn_id`` (unique in the
                 conversation); ``created_at`` (UNIX seconds) defaults to now.
         """
-        stored = prepare_turn(turn, self.next_seq + len(self.turns_added))
+        stored, raw = prepare_turn(turn, self.next_seq + len(self.turns_added))
         if any(t["turn_id"] == stored["turn_id"] for t in self.turns_added):
             raise ValueError(f"turn_id {stored['turn_id']!r} was already added to this conversation")
         self.turns_added.append(stored)
+        self._turn_json.append(raw)
 
     def history(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Turns of the current session (saved ones, then ``turns_added``), oldest first.
@@ -93,8 +99,9 @@ def utc_day(day: str | None = None) -> str:
     return day
 
 
-def prepare_turn(turn: dict[str, Any], seq: int) -> dict[str, Any]:
-    """A copy of ``turn`` with ``seq`` and a numeric ``created_at``, checked to be JSON."""
+def prepare_turn(turn: dict[str, Any], seq: int) -> tuple[dict[str, Any], str]:
+    """A copy of ``turn`` with ``seq`` and a numeric ``created_at``, and its JSON (so a value
+    JSON cannot hold fails here, where the caller added it)."""
     if not isinstance(turn, dict):
         raise TypeError(f"a turn must be a dict, got {type(turn).__name__}")
     turn_id = turn.get("turn_id")
@@ -105,8 +112,7 @@ def prepare_turn(turn: dict[str, Any], seq: int) -> dict[str, Any]:
     stored.pop("conversation_id", None)
     stored["created_at"] = timestamp(turn["created_at"]) if "created_at" in turn else time.time()
     stored["seq"] = seq
-    encode(stored)
-    return stored
+    return stored, encode(stored)
 
 
 def with_feedback(turn: dict[str, Any], feedback: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -31,8 +31,8 @@ class MemoryStore(StoreBackend):
             entry = self._convs.get(cid, _MemoryEntry())
             return (Record(**json.loads(entry.record)) if entry.record else None), len(entry.turns)
 
-    def _save(self, cid: str, token: Any, record: Record, turns: list[dict[str, Any]]) -> None:
-        raw, encoded = encode(record.__dict__), [encode(t) for t in turns]
+    def _save(self, cid: str, token: Any, record: Record, turns: list[tuple[dict[str, Any], str]]) -> None:
+        raw, encoded = encode(record.__dict__), [data for _, data in turns]
         with self._mutex:
             entry = self._convs.setdefault(cid, _MemoryEntry())
             entry.record = raw

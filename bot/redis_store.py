@@ -168,16 +168,16 @@ class RedisStore(StoreBackend):
             raw, last_seq = pipe.execute()
         return (Record(**json.loads(raw)) if raw is not None else None), int(last_seq)
 
-    def _save(self, cid: str, token: str, record: Record, turns: list[dict[str, Any]]) -> None:
+    def _save(self, cid: str, token: str, record: Record, turns: list[tuple[dict[str, Any], str]]) -> None:
         user = record.user_id or ""
         keys = [self._key("lock", cid), self._key("conv", cid), self._key("turns", cid),
                 self._key("turnidx", cid), self._key("conversations"), self._key("owner", cid),
                 self._key("user", user)]
         args: list[Any] = [token, encode(record.__dict__), max(1, round(self.idle_ttl * 1000)),
                            repr(record.updated_at), cid, user, len(turns)]
-        args += [encode(t) for t in turns]
-        args += [t["turn_id"] for t in turns]
-        args += [t["seq"] for t in turns]
+        args += [data for _, data in turns]
+        args += [t["turn_id"] for t, _ in turns]
+        args += [t["seq"] for t, _ in turns]
         with self._errors():
             saved = self._scripts()[1](keys=keys, args=args)
         if not saved:

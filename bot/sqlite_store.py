@@ -247,9 +247,9 @@ class SQLiteStore(StoreBackend):
             return None, last_seq
         return Record(json.loads(row[0]), row[1], row[2], row[3], row[4]), last_seq
 
-    def _save(self, cid: str, token: str, record: Record, turns: list[dict[str, Any]]) -> None:
+    def _save(self, cid: str, token: str, record: Record, turns: list[tuple[dict[str, Any], str]]) -> None:
         state = encode(record.state)  # a value JSON cannot hold fails here, before anything is written
-        rows = [(cid, t["seq"], t["turn_id"], encode(t), t["created_at"]) for t in turns]
+        rows = [(cid, t["seq"], t["turn_id"], data, t["created_at"]) for t, data in turns]
         with self._errors():
             conn = self._conn()
             with self._write(conn):

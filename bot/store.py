@@ -129,7 +129,7 @@ class StoreBackend(UserData, ABC):
             try:
                 conv = self._conversation(cid, record, last_seq, create)
                 yield conv
-                self._save(cid, token, self._record_of(conv), conv.turns_added)
+                self._save(cid, token, self._record_of(conv), conv.new_turns())
                 saved = True
             finally:
                 if not saved:
@@ -159,8 +159,6 @@ class StoreBackend(UserData, ABC):
     def _record_of(self, conv: Conversation) -> Record:
         if not isinstance(conv.state, dict):
             raise TypeError(f"conversation state must be a dict, got {type(conv.state).__name__}")
-        for offset, turn in enumerate(conv.turns_added):  # backends encode (and so check) state and turns
-            turn["seq"] = conv.next_seq + offset
         conv.updated_at = time.time()
         return Record(state=conv.state, user_id=conv.user_id, created_at=conv.created_at,
                       updated_at=conv.updated_at, first_seq=conv.first_seq)
@@ -205,9 +203,10 @@ class StoreBackend(UserData, ABC):
         """The stored record (None if absent) and the last turn seq (0 if none)."""
 
     @abstractmethod
-    def _save(self, cid: str, token: Any, record: Record, turns: list[dict[str, Any]]) -> None:
-        """Atomically write record + turns and release the lock, if the lease is still ours. Encode
-        (and so check) everything before writing anything: a value JSON cannot hold saves nothing."""
+    def _save(self, cid: str, token: Any, record: Record, turns: list[tuple[dict[str, Any], str]]) -> None:
+        """Atomically write record + new turns (each with its JSON) and release the lock, if the
+        lease is still ours. Encode the state before writing anything: a value JSON cannot hold
+        saves nothing."""
 
     @abstractmethod
     def _history(self, cid: str, first_seq: int, limit: int | None) -> list[dict[str, Any]]:
