@@ -145,7 +145,7 @@ class Bot:
         return self.store.transcript(conversation_id)
 
     def feedback(self, conversation_id: str, turn_id: str, rating: str, comment: str = "") -> bool:
-        return self.store.add_feedback(conversation_id, turn_id, rating, comment)
+        return self.store.add_feedback(conversation_id, turn_id, rating, self.redactor.for_feedback(comment))
 
     def close(self) -> None:
         self.action_pool.shutdown(wait=False, cancel_futures=True)

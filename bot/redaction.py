@@ -224,6 +224,10 @@ class Redactor:
                               for r in out.get("replies") or ()]
         return out
 
+    def for_feedback(self, comment: str) -> str:
+        """A thumbs comment to store: redacted like the transcript it belongs to."""
+        return self.redact(comment) if self.settings.redact_transcripts and comment else comment
+
     def for_log(self, text: str) -> str:
         """``text`` as a log line may show it (unchanged when ``redact_logs`` is off)."""
         return self.redact(text) if self.settings.redact_logs else text

@@ -296,6 +296,7 @@ def test_a_bot_with_a_privacy_block_sends_and_stores_redacted_text(tmp_path: Pat
         assert bot.config.privacy.retention_days == 30
         turn = bot.handle(None, "my order NW-2026-00042 never came, write to jo@example.com")
         assert turn.text == "Noted, we will mail you."
+        assert bot.feedback(turn.conversation_id, turn.turn_id, "down", "still nothing, call +44 20 7946 0958")
         stored = bot.transcript(turn.conversation_id)
     finally:
         bot.close()
@@ -303,6 +304,7 @@ def test_a_bot_with_a_privacy_block_sends_and_stores_redacted_text(tmp_path: Pat
     assert sent[0]["role"] == "system" and "020 7946 0958" in sent[0]["content"]  # configuration is not touched
     assert sent[-1] == {"role": "user", "content": "my order [order_ref] never came, write to [email]"}
     assert stored[0]["text_in"] == "my order [order_ref] never came, write to [email]"
+    assert stored[0]["feedback"]["comment"] == "still nothing, call [phone]"  # a comment is transcript too
 
 
 def test_a_mistake_in_the_privacy_block_is_a_load_error_with_its_position(tmp_path: Path) -> None:
