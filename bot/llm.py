@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
 import httpx2
 import openai
 
+from .llm_guards import CircuitBreaker
 from .config import LLMSettings
 from .errors import LLMError
 from .prompting import estimate_message_tokens, estimate_tokens, normalise, parse_choice, routing_messages
@@ -100,14 +101,6 @@ class LLMClient(Protocol):
                       max_tokens: int = 20) -> str | None: ...
 
 
-def check_budget(settings: LLMSettings, conversation_tokens_used: int, daily_tokens_used: int) -> None:
-    """Raise ``LLMError("budget")`` when the conversation's or the day's token cap is reached."""
-    if conversation_tokens_used >= settings.conversation_tokens:
-        raise LLMError("budget", f"conversation token cap of {settings.conversation_tokens} reached")
-    if daily_tokens_used >= settings.daily_tokens:
-        raise LLMError("budget", f"daily token cap of {settings.daily_tokens} reached")
-
-
 def _error_kind(status: int | None, body: Any) -> str:
     fields = body if isinstance(body, Mapping) else {}
     marker = f"{fields.get('code') or ''} {fields.get('type') or ''}".lower()
@@ -173,12 +166,14 @@ class OpenAIChat:
         env: where to read the variables (default ``os.environ``); ``OPENAI_MODEL`` overrides
             ``settings.model``.
         backoff_s: first retry delay when the server gives no ``Retry-After``.
+        breaker: stops calling a failing provider (default: 5 failures in a row, 30 s; bot.llm_guards).
     """
 
     def __init__(self, settings: LLMSettings, *, api_key: str | None = None, base_url: str | None = None,
                  http_client: httpx2.Client | None = None, env: Mapping[str, str] = os.environ,
-                 backoff_s: float = 0.5) -> None:
+                 backoff_s: float = 0.5, breaker: CircuitBreaker | None = None) -> None:
         self.settings = settings
+        self.breaker = breaker if breaker is not None else CircuitBreaker()
         self.model = env.get("OPENAI_MODEL") or settings.model
         key = api_key if api_key is not None else env.get("OPENAI_API_KEY", "")
         self.base_url = (base_url or env.get("OPENAI_BASE_URL") or OPENAI_URL).rstrip("/")
@@ -236,16 +231,21 @@ class OpenAIChat:
         hard, first_by = start + total, start + first
         events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         cancel = threading.Event()
-        threading.Thread(target=self._produce, args=(request, events, cancel, min(hard, first_by)),
-                         name="llm-stream", daemon=True).start()
         parts: list[str] = []
         first_at: float | None = None
         finish: str | None = None
         error: LLMError | None = None
         counted: tuple[int, int] | None = None
         request_id, retries = None, 0
+        allowed = self.breaker.allow()
+        if allowed:
+            threading.Thread(target=self._produce, args=(request, events, cancel, min(hard, first_by)),
+                             name="llm-stream", daemon=True).start()
+        else:
+            wait = self.breaker.retry_in()
+            error = LLMError("unavailable", f"circuit open after repeated failures, next try in {wait:.0f} s")
         try:
-            while True:
+            while error is None:
                 limit = hard if first_at is not None else min(hard, first_by)
                 try:
                     event = events.get(timeout=max(limit - time.monotonic(), 0.0))
@@ -284,6 +284,8 @@ class OpenAIChat:
                 finish_reason=finish, incomplete=first_at is not None and (finish is None or error is not None),
                 error=error.kind if error else None, estimated=estimated, request_id=request_id, retries=retries)
             self._log(stream.usage, error)
+            if allowed:
+                self.breaker.record(error.kind if error is not None else None)
         if error is not None and first_at is None:
             error.request_id = error.request_id or request_id
             raise error
@@ -362,8 +364,7 @@ class OpenAIChat:
         return min(self.backoff_s * 2 ** retries, MAX_BACKOFF_S) * (1 - 0.25 * random.random())
 
     def choose_intent(self, text: str, candidates: list[tuple[str, str]], *, max_tokens: int = 20,
-                      deadline_s: float | None = None,
-                      on_usage: Callable[[LLMUsage], None] | None = None) -> str | None:
+                      deadline_s: float | None = None, on_usage: Callable[[LLMUsage], None] | None = None) -> str | None:
         """Ask the model which of ``(name, description)`` candidates ``text`` means, or None.
 
         None stands for "none", an answer naming no single candidate, and any LLMError. Answers

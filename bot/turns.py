@@ -136,7 +136,7 @@ class TurnRunner:
             turn.replies[index] = _reply(text)
             yield "delta", {"text": text, "index": index}
             return
-        from .llm import check_budget
+        from .llm_guards import check_budget
         from .prompting import build_messages
 
         used = int(conv.state.get("llm_tokens", 0))

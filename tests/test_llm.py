@@ -13,7 +13,8 @@ from bot.config import LLMSettings
 from bot.errors import LLMError
 from bot.fake_openai import (FakeOpenAI, drop, eof, error_event, hang, ok, slow_first_byte,
                              slow_first_token, stall, status)
-from bot.llm import LLMStream, LLMUsage, OpenAIChat, check_budget
+from bot.llm import LLMStream, LLMUsage, OpenAIChat
+from bot.llm_guards import check_budget
 from bot.prompting import build_messages, estimate_message_tokens, estimate_tokens
 
 KEY = "sk-test-DO-NOT-LEAK-4f9a2c"
