@@ -1,15 +1,16 @@
-"""Shared fixtures: the minimal test bot, inline bots, a fixed clock."""
+"""Shared fixtures: the minimal test bot, inline bots, a fixed clock, the fake OpenAI server."""
 from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
 from bot.actions import ActionRegistry
 from bot.app import Bot
 from bot.config import load_config
+from bot.fake_openai import FakeOpenAI
 from bot.store import MemoryStore
 from bot.testing import ChatTester, FakeLLM
 
@@ -19,6 +20,20 @@ from botdata import MINIMAL, NOW  # noqa: F401 - NOW is re-exported for fixtures
 @pytest.fixture(scope="session")
 def router_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("router-cache")
+
+
+@pytest.fixture(scope="session")
+def fake_openai_server() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture
+def fake(fake_openai_server: FakeOpenAI) -> Iterator[FakeOpenAI]:
+    """A local OpenAI-wire server (one per session), with no scripts and no recorded requests."""
+    fake_openai_server.reset()
+    yield fake_openai_server
+    fake_openai_server.reset()
 
 
 @pytest.fixture

@@ -12,12 +12,6 @@ from bot.fake_openai import FakeOpenAI, main, ok, status
 MESSAGES = [{"role": "user", "content": "hi there"}]
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as server:
-        yield server
-
-
 @pytest.fixture()
 def http(fake: FakeOpenAI) -> Iterator[httpx2.Client]:
     fake.reset()

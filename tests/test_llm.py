@@ -27,19 +27,6 @@ MESSAGES = build_messages(SETTINGS, knowledge_text="", history=[], user_text="wh
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def clean(fake: FakeOpenAI) -> Iterator[None]:
-    fake.reset()
-    yield
-    fake.reset()
-
-
-@pytest.fixture(scope="module")
 def http() -> Iterator[httpx2.Client]:
     with httpx2.Client() as client:  # one connection pool and TLS context for the whole module
         yield client

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -26,6 +25,15 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def opened(clock: Clock, cooldown_s: float) -> CircuitBreaker:
+    """A breaker that one provider failure has just opened."""
+    breaker = CircuitBreaker(failures=1, cooldown_s=cooldown_s, clock=clock)
+    assert breaker.allow()
+    breaker.record("timeout")
+    assert breaker.state == "open"
+    return breaker
 
 
 def test_it_opens_after_the_given_number_of_provider_failures_in_a_row() -> None:
@@ -51,9 +59,7 @@ def test_a_success_or_an_answer_that_is_not_an_outage_resets_the_streak() -> Non
 
 def test_after_the_cooldown_one_trial_call_goes_through_and_its_outcome_decides() -> None:
     clock = Clock()
-    breaker = CircuitBreaker(failures=1, cooldown_s=10, clock=clock)
-    breaker.allow()
-    breaker.record("timeout")
+    breaker = opened(clock, cooldown_s=10)
     clock.now += 9.9
     assert not breaker.allow()
     clock.now += 0.2
@@ -83,9 +89,7 @@ def test_zero_failures_disables_it_and_bad_settings_are_refused() -> None:
 
 def test_only_one_of_many_threads_gets_the_half_open_trial() -> None:
     clock = Clock()
-    breaker = CircuitBreaker(failures=1, cooldown_s=5, clock=clock)
-    breaker.allow()
-    breaker.record("timeout")
+    breaker = opened(clock, cooldown_s=5)
     clock.now += 5
     allowed: list[bool] = []
     threads = [threading.Thread(target=lambda: allowed.append(breaker.allow())) for _ in range(20)]
@@ -97,19 +101,6 @@ def test_only_one_of_many_threads_gets_the_half_open_trial() -> None:
 
 
 # -- OpenAIChat with a breaker, against a local OpenAI-wire server -------------------------------------
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def clean(fake: FakeOpenAI) -> Iterator[None]:
-    fake.reset()
-    yield
-    fake.reset()
-
-
 def test_an_outage_is_stopped_calling_after_the_streak_and_probed_after_the_cooldown(fake: FakeOpenAI) -> None:
     llm = OpenAIChat(SETTINGS, api_key="sk-test", base_url=fake.base_url, env={},
                      breaker=CircuitBreaker(failures=3, cooldown_s=0.5))
