@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from bench import proc_cpu
+
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +71,7 @@ class Run:
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
     elapsed: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)  # µs of CPU per request, by process group
 
     @property
     def rate(self) -> float:
@@ -121,13 +124,14 @@ def measure(name: str, path: str, port: int, messages: tuple[str, ...]) -> Run:
         until = time.monotonic() + seconds
         threads = [threading.Thread(target=_client, args=(port, messages, until, run if phase == "measure" else None,
                                                           lock)) for _ in range(CLIENTS)]
-        started = time.perf_counter()
+        started, cpu_before = time.perf_counter(), proc_cpu.snapshot()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         if phase == "measure":
             run.elapsed = time.perf_counter() - started
+            run.cpu = proc_cpu.cpu_per_request(cpu_before, proc_cpu.snapshot(), len(run.latencies) + run.errors)
     log.info("%s via %s: %.0f req/s, p50 %.1f ms, p99 %.1f ms, %d errors", name, path, run.rate, run.pct(0.5),
              run.pct(0.99), run.errors)
     return run
@@ -307,6 +311,24 @@ def _in_process_rows(cache: Path, prefix: str, turns: int, per_request: Callable
     return rows
 
 
+def _cpu_table(runs: list[Run]) -> list[str]:
+    """CPU time per request by process, from /proc: steadier than rates when other work shares the machine."""
+    groups = proc_cpu.order({g: 0.0 for r in runs for g in r.cpu})
+    own = [g for g in groups if g != proc_cpu.OTHER]
+    lines = ["CPU time per request in µs, by process (`/proc`, the measured seconds of each run above); "
+             "\"other processes\" is whatever else ran on the machine meanwhile:", "",
+             "| endpoint | path | " + " | ".join(groups) + " | total without other |",
+             "|---|---|" + "---|" * (len(groups) + 1)]
+    for r in runs:
+        cells = [f"{r.cpu.get(g, 0.0):.0f}" for g in groups]
+        lines.append(f"| {r.name} | {r.path} | " + " | ".join(cells) + f" | {sum(r.cpu.get(g, 0.0) for g in own):.0f} |")
+    hello, turn = (sum(r.cpu.get(g, 0.0) for g in own) for r in runs[:2])
+    if turn:
+        lines += ["", f"By CPU time, a rule turn through NGINX with Redis costs {turn:.0f} µs against {hello:.0f} µs "
+                      f"for the hello world: {hello / turn:.0%}."]
+    return lines
+
+
 def _section(runs: list[Run], rounds: list[StreamRound], local: list[tuple[str, float]]) -> str:
     hello, bot = runs[0], runs[1]
     ratio = bot.rate / hello.rate if hello.rate else 0.0
@@ -322,14 +344,16 @@ def _section(runs: list[Run], rounds: list[StreamRound], local: list[tuple[str, 
     verdict = "meets" if ratio >= 0.5 else "misses"
     sqlite_ratio = runs[2].rate / hello.rate if hello.rate else 0.0
     lines += ["", f"Rule turns through NGINX with the Redis store: **{ratio:.0%} of the bare Flask hello-world "
-                  f"rate** ({verdict} the >= 50 % target); with the default SQLite store {sqlite_ratio:.0%}.", "",
+                  f"rate** ({verdict} the >= 50 % target); with the default SQLite store {sqlite_ratio:.0%}.", ""]
+    lines += _cpu_table(runs)
+    lines += ["",
               "Where a turn's time goes, one request inside one process (Flask test client, "
               "no network to the app):", "", "| request | ms |", "|---|---|"]
     lines += [f"| {label} | {ms:.2f} |" for label, ms in local]
     hello_ms, memory_ms, redis_ms = (ms for _, ms in local)
     lines += ["", f"A rule turn costs {memory_ms - hello_ms:.2f} ms more than the hello world in the framework "
                   f"itself (routing, dialogue, recording the turn, security hooks) and {redis_ms - memory_ms:.2f} ms "
-                  "more again for the Redis round trips of the store (locking, loading, saving the conversation)."]
+                  "more again for the store's two Redis round trips (lock and load, then save and unlock)."]
     firsts = sorted(x for r in rounds for x in r.first_delta)
     totals = sorted(x for r in rounds for x in r.total)
     errors = sum(r.errors for r in rounds)
