@@ -1,18 +1,22 @@
 """RedisStore: conversations in Redis, so any number of app instances serve the same conversations."""
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
-import time
+import os
 import secrets
+import threading
+import time
+import weakref
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Iterator
 
+from bot.conversation import Record, check_id, check_rating, encode, utc_day, with_feedback
 from bot.errors import StoreError
 from bot.ownership import ConversationInfo, check_user_id
-from bot.conversation import Record, check_id, check_rating, encode, utc_day, with_feedback
 from bot.store import StoreBackend, StoreBusyError
 
 log = logging.getLogger(__name__)
@@ -22,9 +26,12 @@ LOCK_POLL = 0.02  # seconds between attempts to take a busy conversation lock
 BATCH = 200  # conversations per pipeline when scanning or purging
 
 # KEYS: lock, conv, turns. ARGV: token, lease (ms). {1, state JSON or nil, turn count} once the
-# lock is ours, {0} while another request holds it.
+# lock is ours (also when it already was: a retried call after a lost reply), {0} while another
+# request holds it.
 OPEN_LUA = """
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0} end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] and not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {0}
+end
 return {1, redis.call('GET', KEYS[2]), redis.call('LLEN', KEYS[3])}
 """
 # KEYS: lock, conv, turns, turnidx, conversations, owner, user index. ARGV: token, state JSON,
@@ -51,6 +58,7 @@ RELEASE_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+SHAS = {code: hashlib.sha1(code.encode()).hexdigest() for code in (OPEN_LUA, SAVE_LUA, RELEASE_LUA)}
 
 
 class RedisStore(StoreBackend):
@@ -94,7 +102,8 @@ class RedisStore(StoreBackend):
             except ValueError as exc:
                 raise StoreError(f"bad Redis URL {self._where}: {exc}") from exc
         self._r = client
-        self._lua: tuple[Any, Any, Any] | None = None
+        self._local = threading.local()  # this thread's connection for the turn scripts (see _eval)
+        self._conns: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def _key(self, kind: str, cid: str = "") -> str:
         return f"{self.prefix}{kind}:{cid}" if cid else f"{self.prefix}{kind}"
@@ -117,6 +126,8 @@ class RedisStore(StoreBackend):
             self._r.ping()
 
     def close(self) -> None:
+        for conn in list(self._conns):
+            conn.disconnect()
         if self._owns_client:
             self._r.close()
 
@@ -133,19 +144,43 @@ class RedisStore(StoreBackend):
     # A turn costs two round trips: OPEN takes the lock and reads the conversation, SAVE checks
     # the lease, writes state + turns and drops the lock, each atomically in one Lua script.
 
-    def _scripts(self) -> tuple[Any, Any, Any]:
-        if self._lua is None:
-            self._lua = tuple(self._r.register_script(code) for code in (OPEN_LUA, SAVE_LUA, RELEASE_LUA))
-        return self._lua
+    def _eval(self, code: str, keys: list[str], args: list[Any]) -> Any:
+        """Run a script with EVALSHA on this thread's own connection.
+
+        A turn's scripts skip redis-py's pool, retry and instrumentation layers, which cost more
+        CPU than the round trip itself: each thread keeps one connection (closed when the thread
+        ends, or by ``close``). NOSCRIPT (a restarted Redis) loads the script and runs it again;
+        a broken connection is reopened and the call made once more, as the client's own retry
+        would (the scripts are safe to repeat).
+        """
+        errors = self._redis.exceptions
+        conn = getattr(self._local, "conn", None)
+        if conn is None or self._local.pid != os.getpid():
+            conn = self._r.connection_pool.make_connection()
+            self._local.conn, self._local.pid = conn, os.getpid()
+            self._conns.add(conn)
+        sha = SHAS[code]
+        for attempt in range(3):
+            try:
+                conn.send_command("EVALSHA", sha, len(keys), *keys, *args)
+                return conn.read_response()
+            except errors.NoScriptError:
+                if attempt == 2:
+                    raise
+                conn.send_command("SCRIPT", "LOAD", code)
+                conn.read_response()
+            except (errors.ConnectionError, errors.TimeoutError):
+                conn.disconnect()
+                if attempt:
+                    raise
 
     def _acquire_and_load(self, cid: str, deadline: float) -> tuple[str, Record | None, int]:
         token = secrets.token_hex(16)
         lease = str(max(1, round(self.lock_lease * 1000)))
-        opener = self._scripts()[0]
         keys = [self._key("lock", cid), self._key("conv", cid), self._key("turns", cid)]
         while True:
             with self._errors():
-                reply = opener(keys=keys, args=[token, lease])
+                reply = self._eval(OPEN_LUA, keys, [token, lease])
             if reply[0] == 1:
                 raw, last_seq = reply[1], int(reply[2])
                 return token, (Record(**json.loads(raw)) if raw else None), last_seq
@@ -157,7 +192,7 @@ class RedisStore(StoreBackend):
 
     def _release(self, cid: str, token: str) -> None:
         with self._errors():
-            if not self._scripts()[2](keys=[self._key("lock", cid)], args=[token]):
+            if not self._eval(RELEASE_LUA, [self._key("lock", cid)], [token]):
                 log.warning("lock of conversation %s had already expired", cid)
 
     def _load(self, cid: str) -> tuple[Record | None, int]:
@@ -179,7 +214,7 @@ class RedisStore(StoreBackend):
         args += [t["turn_id"] for t, _ in turns]
         args += [t["seq"] for t, _ in turns]
         with self._errors():
-            saved = self._scripts()[1](keys=keys, args=args)
+            saved = self._eval(SAVE_LUA, keys, args)
         if not saved:
             raise StoreError(f"conversation {cid!r}: the lock lease ({self.lock_lease:g} s) ran out "
                              "before saving; this turn was not saved")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import socket
 import sys
+import threading
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -132,3 +133,51 @@ def test_clear_deletes_its_own_prefix_only(store: RedisStore, client: redis.Redi
         assert client.get(neighbour) == b"1"
     finally:
         client.delete(neighbour)
+
+
+# -- the turn scripts' own connections ---------------------------------------------------------------
+def turn(store: RedisStore, cid: str, turn_id: str) -> None:
+    with store.open(cid) as conv:
+        conv.state["n"] = conv.state.get("n", 0) + 1
+        conv.add_turn({"turn_id": turn_id, "text_in": "hi"})
+
+
+def test_turns_go_on_after_redis_forgets_its_scripts(store: RedisStore, client: redis.Redis) -> None:
+    turn(store, "c1", "t1")
+    client.script_flush()  # as after a restart of Redis
+    turn(store, "c1", "t2")
+    assert [t["turn_id"] for t in store.transcript("c1")] == ["t1", "t2"]
+
+
+def test_a_connection_the_server_closed_is_reopened_without_losing_the_turn(store: RedisStore,
+                                                                             client: redis.Redis) -> None:
+    turn(store, "c1", "t1")
+    conn = store._local.conn  # this thread's connection for the turn scripts
+    conn.send_command("CLIENT", "ID")
+    assert client.client_kill_filter(_id=conn.read_response()) == 1  # as a Redis restart or a network blip would
+    turn(store, "c1", "t2")
+    with store.open("c1") as conv:
+        assert conv.state["n"] == 2
+    assert [t["turn_id"] for t in store.transcript("c1")] == ["t1", "t2"]
+
+
+def test_taking_the_lock_again_with_the_same_token_is_harmless(store: RedisStore, prefix: str) -> None:
+    from bot.redis_store import OPEN_LUA
+    keys = [f"{prefix}lock:c1", f"{prefix}conv:c1", f"{prefix}turns:c1"]
+    assert store._eval(OPEN_LUA, keys, ["token-a", "60000"])[0] == 1
+    assert store._eval(OPEN_LUA, keys, ["token-a", "60000"])[0] == 1  # a retry after a lost reply
+    assert store._eval(OPEN_LUA, keys, ["token-b", "60000"]) == [0]   # anyone else still waits
+
+
+def test_each_thread_keeps_one_connection_and_close_closes_them(store: RedisStore) -> None:
+    threads = [threading.Thread(target=turn, args=(store, f"c{i}", "t1")) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    turn(store, "c0", "t2")
+    turn(store, "c0", "t3")  # the same thread again: no new connection
+    live = [c for c in store._conns if c._sock is not None]
+    assert 1 <= len(live) <= 5
+    store.close()
+    assert all(c._sock is None for c in store._conns)
