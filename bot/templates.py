@@ -66,20 +66,23 @@ class Templates:
         return None, 0, used
 
     # -- run time -----------------------------------------------------------------------
+    def _compiled(self, source: str) -> Any:
+        template = self._cache.get(source)
+        if template is None:
+            template = self.env.from_string(source)
+            # Jinja merges a template's globals (a ChainMap over the environment's) into every
+            # render's context; a plain dict of the same (fixed) globals halves a render's cost.
+            template.globals = dict(template.globals)
+            self._cache[source] = template
+        return template
+
     def render(self, source: str, variables: Mapping[str, Any]) -> str:
         if "{" not in source:
             return source
-        template = self._cache.get(source)
-        if template is None:
-            template = self._cache[source] = self.env.from_string(source)
-        return template.render(**variables).strip()
+        return self._compiled(source).render(**variables).strip()
 
     def truthy(self, condition: str, variables: Mapping[str, Any]) -> bool:
-        source = _as_template(condition)
-        template = self._cache.get(source)
-        if template is None:
-            template = self._cache[source] = self.env.from_string(source)
-        value = template.render(**variables).strip()
+        value = self._compiled(_as_template(condition)).render(**variables).strip()
         return value not in ("", "False", "None", "0", "false", "[]", "{}")
 
 
