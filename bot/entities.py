@@ -238,10 +238,11 @@ class EntityExtractor:
 
     def _extract_lookup(self, text: str, wanted: set[str]) -> list[EntityMatch]:
         toks = list(_tokens(text))
+        words = [t for t, _, _ in toks]
         out: list[EntityMatch] = []
         i = 0
         while i < len(toks):
-            hit = self._lookup_at(toks, i, wanted)
+            hit = self._lookup_at(words, i, wanted)
             if hit is None:
                 i += 1
                 continue
@@ -251,17 +252,15 @@ class EntityExtractor:
             i = j
         return out
 
-    def _lookup_at(self, toks: list[tuple[str, int, int]], i: int,
-                   wanted: set[str]) -> tuple[_Lookup, int] | None:
-        span = min(len(toks) - i, self._max_tokens + 1)
+    def _lookup_at(self, words: list[str], i: int, wanted: set[str]) -> tuple[_Lookup, int] | None:
+        span = min(len(words) - i, self._max_tokens + 1)
+        compacts = ["".join(words[i:i + n]) for n in range(span + 1)]  # compacts[n]: n words from i
         for n in range(span, 0, -1):  # longest window first
-            compact = "".join(t for t, _, _ in toks[i:i + n])
-            for entry in self._lookup.get(compact, ()):
+            for entry in self._lookup.get(compacts[n], ()):
                 if entry.entity in wanted:
                     return entry, i + n
-        for n in range(min(len(toks) - i, self._max_tokens), 0, -1):
-            window = [t for t, _, _ in toks[i:i + n]]
-            compact = "".join(window)
+        for n in range(min(len(words) - i, self._max_tokens), 0, -1):
+            compact = compacts[n]
             if len(compact) < 5 or (n == 1 and compact in _COMMON_WORDS) or compact.isdigit():
                 continue
             best: tuple[int, _Lookup] | None = None
