@@ -1,15 +1,14 @@
 """RedisStore: conversations in Redis, so any number of app instances serve the same conversations."""
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import logging
 import math
 import os
 import secrets
-import threading
 import time
-import weakref
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Iterator
@@ -102,8 +101,8 @@ class RedisStore(StoreBackend):
             except ValueError as exc:
                 raise StoreError(f"bad Redis URL {self._where}: {exc}") from exc
         self._r = client
-        self._local = threading.local()  # this thread's connection for the turn scripts (see _eval)
-        self._conns: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._idle: collections.deque[Any] = collections.deque()  # connections for the turn scripts (_eval)
+        self._idle_pid = os.getpid()
 
     def _key(self, kind: str, cid: str = "") -> str:
         return f"{self.prefix}{kind}:{cid}" if cid else f"{self.prefix}{kind}"
@@ -126,8 +125,8 @@ class RedisStore(StoreBackend):
             self._r.ping()
 
     def close(self) -> None:
-        for conn in list(self._conns):
-            conn.disconnect()
+        while self._idle:
+            self._idle.pop().disconnect()
         if self._owns_client:
             self._r.close()
 
@@ -145,34 +144,38 @@ class RedisStore(StoreBackend):
     # the lease, writes state + turns and drops the lock, each atomically in one Lua script.
 
     def _eval(self, code: str, keys: list[str], args: list[Any]) -> Any:
-        """Run a script with EVALSHA on this thread's own connection.
+        """Run a script with EVALSHA on a connection of the store's own small pool.
 
         A turn's scripts skip redis-py's pool, retry and instrumentation layers, which cost more
-        CPU than the round trip itself: each thread keeps one connection (closed when the thread
-        ends, or by ``close``). NOSCRIPT (a restarted Redis) loads the script and runs it again;
-        a broken connection is reopened and the call made once more, as the client's own retry
-        would (the scripts are safe to repeat).
+        CPU than the round trip itself: connections wait in a deque (append and pop are atomic,
+        so no lock), one per call in flight at the busiest moment so far. NOSCRIPT (a restarted
+        Redis) loads the script and runs it again; a broken connection is reopened and the call
+        made once more, as the client's own retry would (the scripts are safe to repeat).
         """
         errors = self._redis.exceptions
-        conn = getattr(self._local, "conn", None)
-        if conn is None or self._local.pid != os.getpid():
-            conn = self._r.connection_pool.make_connection()
-            self._local.conn, self._local.pid = conn, os.getpid()
-            self._conns.add(conn)
-        sha = SHAS[code]
-        for attempt in range(3):
-            try:
-                conn.send_command("EVALSHA", sha, len(keys), *keys, *args)
-                return conn.read_response()
-            except errors.NoScriptError:
-                if attempt == 2:
-                    raise
-                conn.send_command("SCRIPT", "LOAD", code)
-                conn.read_response()
-            except (errors.ConnectionError, errors.TimeoutError):
-                conn.disconnect()
-                if attempt:
-                    raise
+        if self._idle_pid != os.getpid():  # a forked child must not share its parent's sockets
+            self._idle, self._idle_pid = collections.deque(), os.getpid()
+        try:
+            conn = self._idle.pop()
+        except IndexError:
+            pool = self._r.connection_pool
+            conn = pool.connection_class(**pool.connection_kwargs)
+        try:
+            for attempt in range(3):
+                try:
+                    conn.send_command("EVALSHA", SHAS[code], len(keys), *keys, *args)
+                    return conn.read_response()
+                except errors.NoScriptError:
+                    if attempt == 2:
+                        raise
+                    conn.send_command("SCRIPT", "LOAD", code)
+                    conn.read_response()
+                except (errors.ConnectionError, errors.TimeoutError):
+                    conn.disconnect()
+                    if attempt:
+                        raise
+        finally:
+            self._idle.append(conn)
 
     def _acquire_and_load(self, cid: str, deadline: float) -> tuple[str, Record | None, int]:
         token = secrets.token_hex(16)

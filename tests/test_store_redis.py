@@ -152,7 +152,7 @@ def test_turns_go_on_after_redis_forgets_its_scripts(store: RedisStore, client: 
 def test_a_connection_the_server_closed_is_reopened_without_losing_the_turn(store: RedisStore,
                                                                              client: redis.Redis) -> None:
     turn(store, "c1", "t1")
-    conn = store._local.conn  # this thread's connection for the turn scripts
+    (conn,) = store._idle  # the one connection the turn scripts used
     conn.send_command("CLIENT", "ID")
     assert client.client_kill_filter(_id=conn.read_response()) == 1  # as a Redis restart or a network blip would
     turn(store, "c1", "t2")
@@ -169,15 +169,23 @@ def test_taking_the_lock_again_with_the_same_token_is_harmless(store: RedisStore
     assert store._eval(OPEN_LUA, keys, ["token-b", "60000"]) == [0]   # anyone else still waits
 
 
-def test_each_thread_keeps_one_connection_and_close_closes_them(store: RedisStore) -> None:
-    threads = [threading.Thread(target=turn, args=(store, f"c{i}", "t1")) for i in range(4)]
+def test_script_connections_are_reused_across_threads_and_closed_by_close(store: RedisStore) -> None:
+    for i in range(200):  # short-lived threads, as each SSE reply runs in one: no connection per thread
+        worker = threading.Thread(target=turn, args=(store, f"c{i % 3}", f"t{i}"))
+        worker.start()
+        worker.join()
+    assert len(store._idle) == 1
+    barrier = threading.Barrier(4)
+
+    def together(i: int) -> None:
+        barrier.wait()
+        turn(store, f"p{i}", "t1")
+    threads = [threading.Thread(target=together, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    turn(store, "c0", "t2")
-    turn(store, "c0", "t3")  # the same thread again: no new connection
-    live = [c for c in store._conns if c._sock is not None]
-    assert 1 <= len(live) <= 5
+    assert 1 <= len(store._idle) <= 4  # one per call in flight at the busiest moment
+    conns = list(store._idle)
     store.close()
-    assert all(c._sock is None for c in store._conns)
+    assert not store._idle and all(c._sock is None for c in conns)
