@@ -12,7 +12,7 @@ import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from bot.errors import StoreError
 from bot.ownership import ConversationInfo, check_user_id
@@ -194,34 +194,27 @@ class SQLiteStore(StoreBackend):
 
     def _acquire_and_load(self, cid: str, deadline: float) -> tuple[str, Record | None, int]:
         """Claim the lock row and read the conversation in the same write transaction."""
-        loaded: list[tuple[Record | None, int]] = []
-        token = self._acquire(cid, deadline, then=lambda conn: loaded.append(self._read(conn, cid)))
-        return token, *loaded[-1]
-
-    def _acquire(self, cid: str, deadline: float,
-                 then: Callable[[sqlite3.Connection], None] | None = None) -> str:
         token = uuid.uuid4().hex
         pause = 0.002
         conn = self._conn()
         while True:
             now = time.time()
+            loaded = None
             try:
                 with self._write(conn):
-                    claimed = conn.execute(
-                        "INSERT INTO locks (conversation_id, owner, expires_at) VALUES (?, ?, ?) "
-                        "ON CONFLICT(conversation_id) DO UPDATE SET owner = excluded.owner, "
-                        "expires_at = excluded.expires_at WHERE locks.expires_at < ?",
-                        (cid, token, now + self.lock_lease, now)).rowcount
-                    if claimed and then is not None:
-                        then(conn)
-            except sqlite3.OperationalError as exc:
+                    if conn.execute(
+                            "INSERT INTO locks (conversation_id, owner, expires_at) VALUES (?, ?, ?) "
+                            "ON CONFLICT(conversation_id) DO UPDATE SET owner = excluded.owner, "
+                            "expires_at = excluded.expires_at WHERE locks.expires_at < ?",
+                            (cid, token, now + self.lock_lease, now)).rowcount:
+                        loaded = self._read(conn, cid)
+            except sqlite3.OperationalError as exc:  # "locked"/"busy": another writer, try again
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     raise StoreError(f"SQLite store {self.path}: {exc}") from exc
-                claimed = 0
             except sqlite3.Error as exc:
                 raise StoreError(f"SQLite store {self.path}: {exc}") from exc
-            if claimed:
-                return token
+            if loaded is not None:
+                return token, *loaded
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise StoreBusyError(f"conversation {cid!r} is busy in another process "
