@@ -121,6 +121,22 @@ def test_sse_delta_passes_nginx_while_the_model_is_still_in_the_middle_of_its_re
     assert "".join(d["text"] for n, d in [("delta", delta), *rest] if n == "delta") == done["replies"][0]["text"]
 
 
+def test_hundreds_of_streamed_replies_never_run_the_store_out_of_connections(stack: Stack) -> None:
+    """Every SSE reply runs in a thread of its own: the store must not keep a Redis connection per
+    thread (redis-py allows 100 per pool), or streams start failing with 503 after a few hundred."""
+    def stream_once(_: int) -> tuple[int, str]:
+        conn, resp = open_stream(stack.nginx_port, "tell me something about the moon", timeout=30)
+        try:
+            events = list(sse_events(resp)) if resp.status == 200 else []
+        finally:
+            conn.close()
+        return resp.status, events[-1][0] if events else ""
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        outcomes = list(pool.map(stream_once, range(480)))  # 120 per worker process, 4 of them
+    assert outcomes.count((200, "done")) == len(outcomes), sorted(set(outcomes))
+
+
 def test_nginx_serves_the_chatbox_files_and_proxies_everything_else(stack: Stack) -> None:
     port = stack.nginx_port
     widget = request(port, "GET", "/widget.js")
