@@ -15,9 +15,9 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
 import httpx2
 import openai
 
-from .llm_guards import CircuitBreaker
 from .config import LLMSettings
 from .errors import LLMError
+from .llm_guards import CircuitBreaker
 from .prompting import estimate_message_tokens, estimate_tokens, normalise, parse_choice, routing_messages
 
 log = logging.getLogger(__name__)

@@ -6,11 +6,11 @@ from typing import Any, Callable
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 
+from .errors import UnknownConversation
 from .identity import IdentityError, IdentitySettings, User, verify_token
 from .ownership import check_user_id
 from .reload import BotHolder
-from .web_security import (CONVERSATION_ID, UNKNOWN_CONVERSATION, ApiError, check_admin, conversation_id,
-                           error_response)
+from .web_security import CONVERSATION_ID, ApiError, check_admin, conversation_id, error_response
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def register_identity(app: Flask, holder_or_bot: Any, settings: IdentitySettings
         cid = _named_conversation()
         if cid is not None and not may_access(bot_of().store, cid, user):
             log.info("%s %s names a conversation of another user: answered as unknown", request.method, request.path)
-            return error_response(404, "unknown_conversation", UNKNOWN_CONVERSATION)
+            raise UnknownConversation(cid)
         return None
 
     app.register_blueprint(_blueprint(app, bot_of))
@@ -153,7 +153,7 @@ def _blueprint(app: Flask, bot_of: Callable[[], Any]) -> Blueprint:
     def delete_conversation(cid: str) -> Response:
         cid = conversation_id(cid)  # ownership was checked before the view ran
         if not bot_of().store.delete(cid):
-            raise ApiError(404, "unknown_conversation", UNKNOWN_CONVERSATION)
+            raise UnknownConversation(cid)
         log.info("a visitor deleted their conversation")
         return Response(status=204)
 
