@@ -1,12 +1,13 @@
 """Intent router: normalise -> entities -> patterns -> classifier -> threshold and margin -> RouteResult."""
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
 import unicodedata
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 
 CLASSIFY_CHARS = 1000   # the classifier and patterns read at most this much of a message
 EXTRACT_CHARS = 2000    # entity extraction reads at most this much
+CACHE_ENTRIES = 2048    # routed messages remembered per router (per worker), least recently used out
+CACHE_CHARS = 200       # longer messages are routed afresh each time: they rarely come twice
 MAX_VARIANTS = 6        # concrete examples made from one example with {entity} placeholders
 TOP_K = 3
 KINDS = ("rule", "classifier", "ambiguous", "fallback", "flow")
@@ -42,7 +45,8 @@ class RouteResult:
             out_of_scope won), or ``flow`` (set by the dialogue engine, never by the router).
         candidates: the best in-scope intents with their scores, best first; for ``ambiguous``
             the ones within the margin of the top (two or three).
-        trace: JSON-serialisable record of the decision (see ``format_trace``).
+        trace: JSON-serialisable record of the decision (see ``format_trace``). Results are
+            shared by ``Router.route``'s cache: treat the trace as read-only (copy it to change it).
     """
 
     intent: str | None
@@ -90,6 +94,7 @@ class Router:
         started = time.perf_counter()
         self.model = self._load_model(cache_dir)
         self.load_seconds = time.perf_counter() - started
+        self._route_cached = functools.lru_cache(maxsize=CACHE_ENTRIES)(self._route_on)
 
     def _compile_patterns(self) -> list[tuple[str, str, re.Pattern[str]]]:
         """(intent, pattern as written, compiled with entities expanded), in YAML order."""
@@ -204,11 +209,23 @@ class Router:
     def route(self, text: str, *, now: datetime | None = None) -> RouteResult:
         """Route one message. Never raises on odd input: empty text is a fallback.
 
+        The result depends only on the text and the day of ``now`` (relative dates such as
+        "friday" are the only input that changes with time), so results are remembered per
+        (cleaned text, day) for messages up to CACHE_CHARS: greetings, button payloads and
+        "thanks" come again and again, and a repeat costs a dictionary lookup.
+
         Args:
             text: the visitor's message.
             now: the time relative dates are resolved against (default: now).
         """
         cleaned = clean(text or "")
+        today = (now or datetime.now()).date()
+        if len(cleaned) > CACHE_CHARS:
+            return self._route_on(cleaned, today)
+        return self._route_cached(cleaned, today)
+
+    def _route_on(self, cleaned: str, today: date) -> RouteResult:
+        now = datetime.combine(today, datetime.min.time())
         return self._route(cleaned, self.extractor.extract(cleaned[:EXTRACT_CHARS], now=now), None)
 
     def _route(self, cleaned: str, entities: list[EntityMatch],
