@@ -184,14 +184,17 @@ class Redactor:
         self.settings = settings if settings is not None else PrivacySettings()
         rules: list[tuple[re.Pattern[str], Callable[[re.Match[str]], str] | str]] = [
             (EMAIL, "[email]"), (CARD, _card), *((p, _phone_replacer(p)) for p in PHONES)]
-        rules += [(re.compile(src), f"[{name}]") for name, src in self.settings.patterns.items()]
-        self._rules = tuple(rules)
+        custom = self.settings.patterns.items()
+        self._rules = tuple(rules + [(re.compile(src), f"[{name}]") for name, src in custom])
+        # for lower-cased copies of a message (the route trace): custom patterns match in any case
+        self._folded = tuple(rules + [(re.compile(src, re.IGNORECASE), f"[{name}]") for name, src in custom])
 
-    def redact(self, text: str) -> str:
-        """``text`` with every match replaced by its placeholder."""
+    def redact(self, text: str, *, folded: bool = False) -> str:
+        """``text`` with every match replaced by its placeholder; ``folded`` for lower-cased
+        text, so that a custom pattern written in capitals (``NW-\\d+``) still matches."""
         if not text:
             return text
-        for pattern, replacement in self._rules:
+        for pattern, replacement in self._folded if folded else self._rules:
             text = pattern.sub(replacement, text)
         return text
 
@@ -216,12 +219,25 @@ class Redactor:
         return out
 
     def for_transcript(self, turn: Mapping[str, Any]) -> dict[str, Any]:
-        """The turn record to store: ``text_in`` and reply texts redacted when ``redact_transcripts`` is on."""
+        """The turn record to store: ``text_in``, reply texts and the route trace redacted when
+        ``redact_transcripts`` is on."""
         out = dict(turn)
         if self.settings.redact_transcripts:
             out["text_in"] = self.redact(str(out.get("text_in") or ""))
             out["replies"] = [{**r, "text": self.redact(r["text"])} if isinstance(r.get("text"), str) else r
                               for r in out.get("replies") or ()]
+            route = out.get("route")
+            if isinstance(route, Mapping) and isinstance(route.get("trace"), Mapping):
+                out["route"] = {**route, "trace": self._trace(route["trace"])}
+        return out
+
+    def _trace(self, trace: Mapping[str, Any]) -> dict[str, Any]:
+        """A route trace to store: it repeats the message (``normalized``, lower-cased, and the
+        part a pattern ``matched``) and the entities found in it (text and value)."""
+        out = self.redact_value(trace)
+        for key in ("normalized", "matched"):
+            if isinstance(trace.get(key), str):
+                out[key] = self.redact(trace[key], folded=True)
         return out
 
     def for_feedback(self, comment: str) -> str:

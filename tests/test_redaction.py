@@ -1,6 +1,7 @@
 """PII redaction: what is replaced, what must survive (prices, years, models), settings, LLM/transcript/log use."""
 from __future__ import annotations
 
+import json
 import logging
 import textwrap
 from pathlib import Path
@@ -305,6 +306,23 @@ def test_a_bot_with_a_privacy_block_sends_and_stores_redacted_text(tmp_path: Pat
     assert sent[-1] == {"role": "user", "content": "my order [order_ref] never came, write to [email]"}
     assert stored[0]["text_in"] == "my order [order_ref] never came, write to [email]"
     assert stored[0]["feedback"]["comment"] == "still nothing, call [phone]"  # a comment is transcript too
+    assert stored[0]["route"]["trace"]["normalized"] == "my order [order_ref] never came, write to [email]"
+    kept = json.dumps(stored)  # the route trace (normalized text, entities) held the message too
+    assert "jo@example.com" not in kept and "NW-2026-00042" not in kept.upper() and "7946" not in kept
+
+
+def test_a_pattern_matched_turn_stores_its_trace_redacted(tmp_path: Path) -> None:
+    files = dict(PRIVATE_BOT)
+    files["intents.yaml"] = files["intents.yaml"].replace("patterns: ['^hello$']", "patterns: ['^hello']")
+    bot = Bot.from_path(write(tmp_path, files), store=MemoryStore(), llm=FakeLLM(), env={})
+    try:
+        turn = bot.handle(None, "hello, I am jo@example.com")
+        stored = bot.transcript(turn.conversation_id)
+    finally:
+        bot.close()
+    assert turn.route["trace"]["normalized"] == "hello, i am jo@example.com"  # the visitor sees their own text
+    assert stored[0]["route"]["trace"]["stage"] == "pattern"
+    assert "jo@example.com" not in json.dumps(stored)
 
 
 def test_a_mistake_in_the_privacy_block_is_a_load_error_with_its_position(tmp_path: Path) -> None:
