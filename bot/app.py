@@ -14,7 +14,7 @@ from typing import Any, Iterator, Mapping
 
 from .actions import ActionRegistry, Context, Reply
 from .config import Config, Source, load_config
-from .errors import ActionError
+from .errors import ActionError, ConfigErrors
 from .flows import Engine
 from .redaction import Redactor
 from .router import clean as clean_text
@@ -82,22 +82,40 @@ class Bot:
         self.engine = Engine(config, self.run_action, self.router.extractor.extract)
         self.turns = TurnRunner(self)
         self.redactor = Redactor(config.privacy)
+        self.last_good: Any = None  # a lastgood.LastGood while serving the last good version of broken files
 
     @classmethod
     def from_path(cls, path: str | Path, *, store: Any = None, llm: Any = None,
-                  env: Mapping[str, str] | None = None, **kwargs: Any) -> "Bot":
-        """Load the bot in ``path``; raises ConfigErrors listing every mistake in its files."""
+                  env: Mapping[str, str] | None = None, last_good: bool = False, **kwargs: Any) -> "Bot":
+        """Load the bot in ``path``; raises ConfigErrors listing every mistake in its files.
+
+        A clean load keeps its YAML in the cache folder. With ``last_good`` (what a web server
+        does at start) files with errors make it serve the last version that loaded clean
+        instead, with ``bot.last_good`` saying so (see ``bot.lastgood``); the errors are still
+        raised when there is no such version.
+        """
+        from . import lastgood
         from .store import open_store
 
         env = os.environ if env is None else env
         root = Path(path).resolve()
-        actions = ActionRegistry()
-        config = load_config(root, actions)
-        if store is None:
-            store = open_store(env.get("BOT_STORE"), root=root)
         cache = Path(env["BOT_CACHE_DIR"]) if env.get("BOT_CACHE_DIR") else root / "var" / "cache"
         kwargs.setdefault("cache_dir", cache)
-        return cls(config, actions, store=store, llm=llm, env=env, **kwargs)
+        actions = ActionRegistry()
+        kept = None
+        try:
+            config = load_config(root, actions)
+        except ConfigErrors as errors:
+            if not last_good:
+                raise
+            config, actions, kept = lastgood.restore(root, kwargs["cache_dir"], errors)
+        else:
+            lastgood.save(config, kwargs["cache_dir"])
+        if store is None:
+            store = open_store(env.get("BOT_STORE"), root=root)
+        bot = cls(config, actions, store=store, llm=llm, env=env, **kwargs)
+        bot.last_good = kept
+        return bot
 
     def _default_llm(self) -> Any:
         settings = self.config.fallback

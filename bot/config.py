@@ -194,6 +194,9 @@ class Config:
     action_names: tuple[str, ...] = ()
     digest: str = ""
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
+    # {path relative to root: text} of every YAML file read (intents, flows, knowledge); the
+    # digest covers them and the action names. Kept so a good version can be restored (lastgood).
+    sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def flows_for_intent(self, intent: str) -> list[Flow]:
         return [f for f in self.flows.values() if intent in f.triggers]

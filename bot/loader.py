@@ -40,6 +40,7 @@ class Loader:
         self.root = root
         self.errors: list[ConfigError] = []
         self.docs: dict[str, YamlDoc] = {}
+        self.knowledge_texts: dict[str, str] = {}
         self.registry = actions
 
     # -- reading ------------------------------------------------------------------------
@@ -203,7 +204,7 @@ class Loader:
     def knowledge(self, fallback: LLMSettings | None) -> dict[str, Any]:
         globs = fallback.knowledge if fallback else ("knowledge/*.yaml",)
         from .prompting import load_knowledge
-        return dict(load_knowledge(self.root, globs, self.errors))
+        return dict(load_knowledge(self.root, globs, self.errors, texts=self.knowledge_texts))
 
 
 def load(root: Path, actions: ActionRegistry | None = None, *, discover_actions: bool = True) -> Config:
@@ -231,10 +232,11 @@ def load(root: Path, actions: ActionRegistry | None = None, *, discover_actions:
                                               every_flow_loaded=every_flow_loaded))
     if loader.errors or intents is None:
         raise ConfigErrors(loader.errors)
+    sources = {**{name: doc.text for name, doc in loader.docs.items()}, **loader.knowledge_texts}
     digest = hashlib.sha256()
-    for name in sorted(loader.docs):
-        digest.update(name.encode() + b"\0" + loader.docs[name].text.encode())
+    for name in sorted(sources):
+        digest.update(name.encode() + b"\0" + sources[name].encode())
     digest.update(repr(loader.registry.names()).encode())
     return Config(root, intents, MappingProxyType(flows), fallback, MappingProxyType(knowledge),
                   tuple(loader.registry.names()), digest.hexdigest()[:16],
-                  privacy=getattr(loader, "privacy", PrivacySettings()))
+                  privacy=getattr(loader, "privacy", PrivacySettings()), sources=MappingProxyType(sources))

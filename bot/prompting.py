@@ -72,7 +72,7 @@ def estimate_message_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
 
 
 def load_knowledge(root: Path, globs: Iterable[str], errors: list[ConfigError] | None = None,
-                   *, source: str = "flows/fallback.yaml") -> dict[str, Any]:
+                   *, source: str = "flows/fallback.yaml", texts: dict[str, str] | None = None) -> dict[str, Any]:
     """Read the knowledge files a fallback may quote.
 
     Each file is YAML whose top level is a mapping (an optional ``version: 1`` key is dropped);
@@ -84,6 +84,7 @@ def load_knowledge(root: Path, globs: Iterable[str], errors: list[ConfigError] |
         errors: if given, problems are appended to it and the bad file is skipped;
             otherwise the first problem is raised.
         source: the file the globs come from, named in errors about a pattern.
+        texts: if given, each file read is added to it as {path relative to root: text}.
 
     Returns:
         ``{file stem: parsed facts}``.
@@ -120,6 +121,8 @@ def load_knowledge(root: Path, globs: Iterable[str], errors: list[ConfigError] |
             except ConfigError as exc:
                 problem(exc)
                 continue
+            if texts is not None:
+                texts[name] = doc.text
             data = doc.data
             if data is None:
                 data = {}

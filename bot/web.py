@@ -89,7 +89,7 @@ def create_app(bot_or_path: Bot | str | os.PathLike[str], *, env: Mapping[str, s
         bot_env = dict(os.environ if env is None else env)
         if config.store is not None:
             bot_env["BOT_STORE"] = config.store
-        bot = Bot.from_path(bot_or_path, llm=llm, env=bot_env)
+        bot = Bot.from_path(bot_or_path, llm=llm, env=bot_env, last_good=True)  # a broken edit never stops a start
     holder = BotHolder(bot, env=env)
 
     app = Flask(__name__, static_folder=None)
@@ -204,6 +204,9 @@ def _site_routes(app: Flask, state: WebState) -> None:
             "reload": {"watching": holder.watching, "reloads": holder.reloads,
                        "last_attempt_at": iso(holder.last_attempt_at),
                        "last_error_count": len(holder.last_errors.errors) if holder.last_errors else 0}}
+        if bot.last_good is not None:  # the files had errors at start: the last clean version is serving
+            body["last_good"] = {"serving": True, "loaded_clean_at": iso(bot.last_good.saved_at),
+                                 "file_error_count": len(bot.last_good.errors.errors)}
         try:
             bot.store.ping()
         except StoreError as exc:
