@@ -97,6 +97,10 @@ def _schemas(settings: WebSettings) -> dict[str, Any]:
                           "config_digest": {"type": "string"},
                           "loaded_at": {"type": "string", "format": "date-time"},
                           "reload": _ref("ReloadStatus"),
+                          "last_good": {"type": "object", "required": ["serving", "loaded_clean_at", "file_error_count"],
+                                        "properties": {"serving": {"const": True},
+                                                       "loaded_clean_at": {"type": "string", "format": "date-time"},
+                                                       "file_error_count": {"type": "integer", "minimum": 1}}},
                           "error": {"$ref": "#/components/schemas/Error/properties/error"}}},
         "ReloadStatus": {"type": "object", "required": ["watching", "reloads", "last_error_count"], "properties": {
             "watching": {"type": "boolean"}, "reloads": {"type": "integer", "minimum": 0},
