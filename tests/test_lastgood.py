@@ -6,6 +6,7 @@ import logging
 import shutil
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from bot.app import Bot
@@ -50,6 +51,8 @@ def test_a_start_with_broken_yaml_serves_the_last_clean_version_and_says_so(
     body = ready.get_json()
     assert body["config_digest"] == digest
     assert body["last_good"]["serving"] is True and body["last_good"]["file_error_count"] == 1
+    schemas = client.get("/openapi.json").get_json()["components"]["schemas"]
+    jsonschema.validate(body, {**schemas["Readiness"], "components": {"schemas": schemas}})
     assert say(client, "hello")["replies"][0]["text"] == "Hello! How can I help?"
     logged = "\n".join(caplog.messages)
     assert "serving its last good version" in logged and "intents.yaml:4:" in logged  # file:line:col of the typo
