@@ -124,6 +124,27 @@ def test_result_is_deterministic_across_processes(router: Router) -> None:
     assert there == json.loads(json.dumps([here.intent, here.kind, here.score, here.candidates, here.trace]))
 
 
+def test_a_repeated_message_is_answered_from_memory_per_day(router: Router) -> None:
+    router.forget()
+    text = "can I test drive the x3 on friday?"
+    first = router.route(text, now=NOW)
+    assert router.route("  can I test drive the x3 on friday?\u200b", now=NOW.replace(hour=18)) is first
+    next_week = router.route(text, now=datetime(2026, 11, 25, 10, 0))  # a week later: "friday" is another day
+    dates = [e.value for r in (first, next_week) for e in r.entities if e.name == "date"]
+    assert dates == ["2026-11-20", "2026-11-27"]
+    assert next_week.intent == first.intent
+
+
+def test_a_long_message_is_routed_afresh_and_forget_empties_the_memory(router: Router) -> None:
+    long = "how much is the x3 " + "really " * 40
+    assert router.route(long, now=NOW) is not router.route(long, now=NOW)
+    assert router.route(long, now=NOW) == router.route(long, now=NOW)
+    short = router.route("hello", now=NOW)
+    router.forget()
+    again = router.route("hello", now=NOW)
+    assert again is not short and again == short
+
+
 def test_cache_hit_and_invalidation(tmp_path: Path) -> None:
     config = make_config()
     first = Router(config, cache_dir=tmp_path)
