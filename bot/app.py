@@ -14,7 +14,7 @@ from typing import Any, Iterator, Mapping
 
 from .actions import ActionRegistry, Context, Reply
 from .config import Config, Source, load_config
-from .errors import ActionError, ConfigErrors
+from .errors import ActionError, ConfigErrors, StoreError
 from .flows import Engine
 from .redaction import Redactor
 from .router import clean as clean_text
@@ -83,6 +83,7 @@ class Bot:
         self.turns = TurnRunner(self)
         self.redactor = Redactor(config.privacy)
         self.last_good: Any = None  # a lastgood.LastGood while serving the last good version of broken files
+        self.loaded_generation: int | None = None  # the store's reload generation when from_path read the files
 
     @classmethod
     def from_path(cls, path: str | Path, *, store: Any = None, llm: Any = None,
@@ -102,19 +103,24 @@ class Bot:
         cache = Path(env["BOT_CACHE_DIR"]) if env.get("BOT_CACHE_DIR") else root / "var" / "cache"
         kwargs.setdefault("cache_dir", cache)
         actions = ActionRegistry()
-        kept = None
+        kept, opened = None, store is None
+        store = open_store(env.get("BOT_STORE"), root=root) if store is None else store
+        generation = _reload_generation(store)  # before the files are read: a reload asked later is seen
         try:
             config = load_config(root, actions)
         except ConfigErrors as errors:
-            if not last_good:
+            try:
+                if not last_good:
+                    raise
+                config, actions, kept = lastgood.restore(root, kwargs["cache_dir"], errors)
+            except ConfigErrors:
+                if opened:
+                    store.close()
                 raise
-            config, actions, kept = lastgood.restore(root, kwargs["cache_dir"], errors)
         else:
             lastgood.save(config, kwargs["cache_dir"])
-        if store is None:
-            store = open_store(env.get("BOT_STORE"), root=root)
         bot = cls(config, actions, store=store, llm=llm, env=env, **kwargs)
-        bot.last_good = kept
+        bot.last_good, bot.loaded_generation = kept, generation
         return bot
 
     def _default_llm(self) -> Any:
@@ -199,3 +205,10 @@ class Bot:
                   type(result).__name__)
         raise ActionError(name, f"returned {type(result).__name__}; a handler returns str, Reply or None",
                           str(source))
+
+
+def _reload_generation(store: Any) -> int | None:
+    try:
+        return int(store.reload_generation())
+    except (StoreError, AttributeError):  # down for now, or a store without reloads (a test double)
+        return None

@@ -25,6 +25,7 @@ class MemoryStore(StoreBackend):
         self._mutex = threading.Lock()
         self._convs: dict[str, _MemoryEntry] = {}
         self._tokens: dict[str, int] = {}
+        self._generation = 0
 
     def _load(self, cid: str) -> tuple[Record | None, int]:
         with self._mutex:
@@ -106,6 +107,14 @@ class MemoryStore(StoreBackend):
     def tokens_today(self, *, day: str | None = None) -> int:
         with self._mutex:
             return self._tokens.get(utc_day(day), 0)
+
+    def reload_generation(self) -> int:
+        return self._generation
+
+    def request_reload(self) -> int:
+        with self._mutex:
+            self._generation += 1
+            return self._generation
 
 
 @dataclass

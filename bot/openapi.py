@@ -105,9 +105,13 @@ def _schemas(settings: WebSettings) -> dict[str, Any]:
         "ReloadStatus": {"type": "object", "required": ["watching", "reloads", "last_error_count"], "properties": {
             "watching": {"type": "boolean"}, "reloads": {"type": "integer", "minimum": 0},
             "last_attempt_at": {"type": ["string", "null"], "format": "date-time"},
+            "generation": {"type": ["integer", "null"], "minimum": 0},
             "last_error_count": {"type": "integer", "minimum": 0}}},
         "ReloadResult": {"type": "object", "required": ["ok", "digest"], "properties": {
-            "ok": {"const": True}, "digest": {"type": "string"}}},
+            "ok": {"const": True}, "digest": {"type": "string"},
+            "generation": {"type": ["integer", "null"], "description": "The store's reload generation: every "
+                           "worker and instance on the same store reloads when it changes (null: the store "
+                           "could not be told)."}}},
         "AdminTranscripts": {"type": "object", "required": ["conversations"], "properties": {
             "conversations": {"type": "array", "items": {
                 "type": "object", "required": ["conversation_id", "updated_at", "turns"], "properties": {

@@ -363,6 +363,15 @@ class RedisStore(StoreBackend):
             value = self._r.get(self._key("tokens", utc_day(day)))
         return int(value) if value is not None else 0
 
+    def reload_generation(self) -> int:
+        with self._errors():
+            value = self._r.get(self._key("reload_generation"))
+        return int(value) if value is not None else 0
+
+    def request_reload(self) -> int:
+        with self._errors():
+            return int(self._r.incr(self._key("reload_generation")))
+
 
 def _redacted(url: str) -> str:
     """The URL without its password, for error messages and logs."""

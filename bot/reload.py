@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from .app import Bot
-from .errors import ConfigErrors
+from .errors import ConfigErrors, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,8 @@ class BotHolder:
         self.last_errors: ConfigErrors | None = None
         self._lock = threading.Lock()
         self._watcher: threading.Thread | None = None
+        self._follower: threading.Thread | None = None
+        self.generation = bot.loaded_generation  # the store's reload generation this process has acted on
         self._stop = threading.Event()
 
     @property
@@ -104,12 +106,52 @@ class BotHolder:
                 log.error("reload of %s failed; the previous bot keeps serving:\n%s", self.root, exc.format())
                 return ReloadResult(False, old.config.digest, exc)
             self._bot = new
+            self.generation = new.loaded_generation if new.loaded_generation is not None else self.generation
             self.loaded_at = time.time()
             self.reloads += 1
             self.last_errors = None
             log.info("reloaded %s in %.0f ms (config %s -> %s)", self.root,
                      (time.perf_counter() - started) * 1000, old.config.digest[:12], new.config.digest[:12])
             return ReloadResult(True, new.config.digest)
+
+    def reload_everywhere(self) -> ReloadResult:
+        """``reload()`` here and, if it worked, ask every process on the same store to reload too
+        (each one that ``follow``s: every gunicorn worker of every instance, see ``bot.wsgi``)."""
+        result = self.reload()
+        if result.ok:
+            try:
+                self.generation = self._bot.store.request_reload()
+            except StoreError as exc:
+                log.warning("reloaded here, but could not ask the other workers through the store: %s", exc)
+        return result
+
+    def follow(self, interval: float = 2.0) -> None:
+        """Poll the store's reload generation every ``interval`` seconds in a daemon thread, and
+        reload when another process asked for it (``reload_everywhere``)."""
+        if self._follower is not None and self._follower.is_alive():
+            return
+        self._stop.clear()
+        self._follower = threading.Thread(target=self._follow, args=(interval,), name="hybridbot-follow", daemon=True)
+        self._follower.start()
+
+    def _follow(self, interval: float) -> None:
+        while True:
+            try:
+                seen = self._bot.store.reload_generation()
+            except StoreError as exc:  # the store is down for now: the turns report it; try again
+                log.debug("cannot read the reload generation: %s", exc)
+                seen = self.generation
+            if self.generation is None:
+                self.generation = seen
+            elif seen is not None and seen != self.generation:
+                self.generation = seen
+                log.info("another worker asked for a reload (generation %d)", seen)
+                try:
+                    self.reload()
+                except Exception:  # never let the follower die on an unexpected loader error
+                    log.exception("reload of %s raised", self.root)
+            if self._stop.wait(interval):
+                return
 
     # -- file watching -----------------------------------------------------------------------------
     def watch(self, interval: float = 1.0) -> None:
@@ -125,9 +167,10 @@ class BotHolder:
     def stop(self) -> None:
         """Stop watching (returns once the thread has ended)."""
         self._stop.set()
-        if self._watcher is not None:
-            self._watcher.join()
-            self._watcher = None
+        for thread in (self._watcher, self._follower):
+            if thread is not None:
+                thread.join()
+        self._watcher = self._follower = None
 
     def _poll(self, interval: float, seen: dict[str, tuple[int, int]]) -> None:
         pending: dict[str, tuple[int, int]] | None = None

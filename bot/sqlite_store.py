@@ -77,7 +77,6 @@ class SQLiteStore(StoreBackend):
         self._start()
 
     # -- connections ------------------------------------------------------------------
-
     def _start(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -191,7 +190,6 @@ class SQLiteStore(StoreBackend):
         return StoreError(f"{where} cannot be opened: {text}")
 
     # -- locking and saving -------------------------------------------------------------
-
     def _acquire_and_load(self, cid: str, deadline: float) -> tuple[str, Record | None, int]:
         """Claim the lock row and read the conversation in the same write transaction."""
         token = uuid.uuid4().hex
@@ -354,10 +352,7 @@ class SQLiteStore(StoreBackend):
     # -- users ------------------------------------------------------------------------------
 
     def owner_of(self, conversation_id: str) -> str | None:
-        cid = check_id(conversation_id)
-        with self._errors():
-            row = self._conn().execute("SELECT user_id FROM conversations WHERE id = ?", (cid,)).fetchone()
-        return row[0] if row else None
+        return self._first("SELECT user_id FROM conversations WHERE id = ?", check_id(conversation_id))
 
     def conversations_of(self, user_id: str) -> list[ConversationInfo]:
         uid = check_user_id(user_id)
@@ -381,17 +376,25 @@ class SQLiteStore(StoreBackend):
         return count
 
     def add_tokens_today(self, tokens: int, *, day: str | None = None) -> int:
-        key = utc_day(day)
+        with self._errors(), self._write(self._conn()) as conn:
+            return int(conn.execute("INSERT INTO daily_tokens (day, tokens) VALUES (?, ?) ON CONFLICT(day) DO UPDATE "
+                                    "SET tokens = tokens + excluded.tokens RETURNING tokens",
+                                    (utc_day(day), int(tokens))).fetchall()[0][0])
+
+    def _first(self, sql: str, *args: Any) -> Any:
+        """The first column of the first row of ``sql``; None without a row."""
         with self._errors():
-            conn = self._conn()
-            with self._write(conn):
-                rows = conn.execute(
-                    "INSERT INTO daily_tokens (day, tokens) VALUES (?, ?) ON CONFLICT(day) DO UPDATE "
-                    "SET tokens = tokens + excluded.tokens RETURNING tokens", (key, int(tokens))).fetchall()
-        return int(rows[0][0])
+            row = self._conn().execute(sql, args).fetchone()
+        return row[0] if row else None
 
     def tokens_today(self, *, day: str | None = None) -> int:
-        with self._errors():
-            row = self._conn().execute("SELECT tokens FROM daily_tokens WHERE day = ?", (utc_day(day),)).fetchone()
-        return int(row[0]) if row else 0
+        return int(self._first("SELECT tokens FROM daily_tokens WHERE day = ?", utc_day(day)) or 0)
+
+    def reload_generation(self) -> int:
+        return int(self._first("SELECT value FROM meta WHERE key = 'reload_generation'") or 0)
+
+    def request_reload(self) -> int:
+        with self._errors(), self._write(self._conn()) as conn:
+            return int(conn.execute("INSERT INTO meta (key, value) VALUES ('reload_generation', '1') ON CONFLICT(key) "
+                                    "DO UPDATE SET value = CAST(value AS INTEGER) + 1 RETURNING value").fetchall()[0][0])
 

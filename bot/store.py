@@ -49,6 +49,8 @@ class ConversationStore(Protocol):
     def delete_user(self, user_id: str) -> int: ...
     def add_tokens_today(self, tokens: int, *, day: str | None = None) -> int: ...
     def tokens_today(self, *, day: str | None = None) -> int: ...
+    def reload_generation(self) -> int: ...
+    def request_reload(self) -> int: ...
     def ping(self) -> None: ...
     def close(self) -> None: ...
 
@@ -240,6 +242,14 @@ class StoreBackend(UserData, ABC):
     @abstractmethod
     def tokens_today(self, *, day: str | None = None) -> int:
         """The LLM token counter of ``day`` (default today in UTC)."""
+
+    @abstractmethod
+    def reload_generation(self) -> int:
+        """How many times ``request_reload`` was called on this store, by any process (0 at first)."""
+
+    @abstractmethod
+    def request_reload(self) -> int:
+        """Ask every process serving from this store to reload the bot; the new generation."""
 
     def ping(self) -> None:
         """Raise StoreError if the backend cannot be reached."""

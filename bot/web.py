@@ -201,7 +201,7 @@ def _site_routes(app: Flask, state: WebState) -> None:
         body: dict[str, Any] = {
             "status": "ready", "store": "ok", "config_digest": bot.config.digest,
             "loaded_at": iso(holder.loaded_at),
-            "reload": {"watching": holder.watching, "reloads": holder.reloads,
+            "reload": {"watching": holder.watching, "reloads": holder.reloads, "generation": holder.generation,
                        "last_attempt_at": iso(holder.last_attempt_at),
                        "last_error_count": len(holder.last_errors.errors) if holder.last_errors else 0}}
         if bot.last_good is not None:  # the files had errors at start: the last clean version is serving
@@ -240,10 +240,10 @@ def _admin_routes(app: Flask, state: WebState) -> None:
     @per_ip
     def admin_reload() -> Response:
         check_admin(token)
-        result = holder.reload()
+        result = holder.reload_everywhere()
         if result.errors is not None:
             raise ApiError(422, "config_invalid", result.errors.format())
-        return jsonify(ok=True, digest=result.digest)
+        return jsonify(ok=True, digest=result.digest, generation=holder.generation)
 
     @app.get("/admin/transcripts")
     @per_ip

@@ -20,3 +20,5 @@ if not logging.getLogger().handlers:
                       json=os.environ.get("BOT_LOG_FORMAT", "json").strip().lower() != "text")
 
 app = create_app(os.environ.get("BOT_DIR", "."))
+# POST /admin/reload on any worker of any instance reaches the others through the shared store.
+app.extensions["hybridbot"].holder.follow(float(os.environ.get("BOT_RELOAD_FOLLOW_INTERVAL", "2")))

@@ -156,3 +156,44 @@ def test_create_app_with_a_broken_directory_raises_config_errors(bot_dir: Path) 
     edit(bot_dir, "greet", BROKEN_GREET)
     with pytest.raises(ConfigErrors, match="1 error in 1 file"):
         create_app(bot_dir, env={"BOT_STORE": "memory://"}, llm=FakeLLM())
+
+
+@pytest.mark.parametrize("url", ["sqlite", "redis://127.0.0.1:6379/13"])
+def test_admin_reload_on_one_worker_reaches_the_others_through_the_store(bot_dir: Path, tmp_path: Path,
+                                                                         url: str) -> None:
+    from bot.store import open_store
+
+    if url == "sqlite":
+        url = f"sqlite:///{tmp_path / 'shared.sqlite3'}"
+    else:
+        url += f"?prefix=test-follow-{os.getpid()}-{id(tmp_path)}:"
+    workers = []
+    for _ in range(2):  # two gunicorn workers: each its own Bot, store connection and holder
+        bot = Bot.from_path(bot_dir, store=open_store(url, root=bot_dir), llm=FakeLLM(), env={})
+        app = create_app(bot, env={}, admin_token=TOKEN, rate_limits="off")
+        app.extensions["hybridbot"].holder.follow(0.05)
+        workers.append((bot, app, app.test_client()))
+    try:
+        first, second = workers[0][2], workers[1][2]
+        wait_for(lambda: second.get("/readyz").get_json()["reload"]["generation"] is not None)
+        edit(bot_dir, "greet", GREET.format(text="Welcome back!"))
+        resp = first.post("/admin/reload", headers=AUTH)
+        assert resp.status_code == 200 and resp.get_json()["generation"] >= 1
+        assert say(first, "hello")["replies"][0]["text"] == "Welcome back!"
+        wait_for(lambda: say(second, "hello")["replies"][0]["text"] == "Welcome back!")
+        ready = second.get("/readyz").get_json()
+        assert ready["config_digest"] == resp.get_json()["digest"]
+        assert ready["reload"]["reloads"] == 1 and ready["reload"]["generation"] == resp.get_json()["generation"]
+    finally:
+        for bot, app, _ in workers:
+            app.extensions["hybridbot"].holder.stop()
+        if url.startswith("redis"):
+            workers[0][0].store.clear()
+        for bot, _, _ in workers:
+            bot.close()
+
+
+def test_a_failed_reload_asks_nobody_else(client: FlaskClient, bot_dir: Path, bot: Bot) -> None:
+    edit(bot_dir, "greet", BROKEN_GREET)
+    assert client.post("/admin/reload", headers=AUTH).status_code == 422
+    assert bot.store.reload_generation() == 0

@@ -264,6 +264,22 @@ def test_daily_token_counter_adds_up_per_day(store: StoreBackend) -> None:
         store.tokens_today(day="yesterday")
 
 
+@pytest.mark.parametrize("kind", SHARED_BACKENDS)
+def test_a_reload_request_is_seen_by_every_store_object_on_the_same_data(
+        kind: str, make_store: Callable[..., StoreBackend]) -> None:
+    here, there = make_store(kind), make_store(kind)  # two workers or two instances
+    assert here.reload_generation() == there.reload_generation() == 0
+    assert here.request_reload() == 1
+    assert there.request_reload() == 2
+    assert here.reload_generation() == there.reload_generation() == 2
+
+
+def test_reload_generation_counts_requests_in_one_process(make_store: Callable[..., StoreBackend]) -> None:
+    store = make_store("memory")
+    assert store.reload_generation() == 0
+    assert [store.request_reload() for _ in range(3)] == [1, 2, 3]
+
+
 def test_ping_succeeds_on_a_working_backend(store: StoreBackend) -> None:
     store.ping()
 

@@ -207,7 +207,8 @@ def test_healthz_and_readyz(client: FlaskClient, bot: Bot) -> None:
     assert body["status"] == "ready" and body["store"] == "ok"
     assert body["config_digest"] == bot.config.digest
     assert body["loaded_at"].endswith("Z")
-    assert body["reload"] == {"watching": False, "reloads": 0, "last_attempt_at": None, "last_error_count": 0}
+    assert body["reload"] == {"watching": False, "reloads": 0, "last_attempt_at": None, "last_error_count": 0,
+                              "generation": 0}  # the store's reload generation when the files were read
 
 
 @pytest.fixture

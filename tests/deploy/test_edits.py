@@ -1,4 +1,4 @@
-"""A broken YAML edit on disk while gunicorn starts workers (SIGHUP, a worker dying) never stops the server."""
+"""Edits under real gunicorn: a broken one never stops the server; /admin/reload reaches every worker."""
 from __future__ import annotations
 
 import os
@@ -76,5 +76,38 @@ def test_workers_started_on_a_broken_edit_serve_the_last_good_version(
         log = app.log_text()
         assert "serving its last good version" in log and "intents.yaml:4:" in log
         assert "Worker failed to boot" not in log
+    finally:
+        app.stop()
+
+
+def test_admin_reload_received_by_one_worker_reloads_every_worker(tmp_path: Path, warm_router_cache: Path,
+                                                                    llm, redis_prefix: str) -> None:
+    from deploystack import MACHINE_REDIS
+
+    bot_dir, cache = tmp_path / "bot", tmp_path / "cache"
+    shutil.copytree(MINIMAL, bot_dir, ignore=shutil.ignore_patterns("var"))
+    shutil.copytree(warm_router_cache, cache)
+    token = "admin-" + "x" * 24
+    env = {**app_env(f"{MACHINE_REDIS}?prefix={redis_prefix}edits:", llm.base_url, cache), "BOT_DIR": str(bot_dir),
+           "BOT_ADMIN_TOKEN": token, "BOT_RELOAD_FOLLOW_INTERVAL": "0.2"}
+    app, port = start_gunicorn("app", "bot.wsgi:app", tmp_path, env, workers=2, threads=4)
+    try:
+        wait_for_new_worker(app, 1)
+        old = answers(app, port)["replies"][0]["text"]
+        hours = bot_dir / "flows" / "opening_hours.yaml"
+        hours.write_text(hours.read_text(encoding="utf-8").replace(old, "Open every day, 8:00 to 20:00."),
+                         encoding="utf-8")
+        resp = request(port, "POST", "/admin/reload", headers={"Authorization": f"Bearer {token}"})
+        assert resp.status == 200, resp.body
+        time.sleep(1.0)  # five polls of the other worker
+        generations, texts = set(), set()
+        for _ in range(40):  # new connections: gunicorn hands them to both workers
+            reply = chat(port, "opening hours")
+            texts.add(reply.json()["replies"][0]["text"])
+            generations.add(request(port, "GET", "/readyz").json()["reload"]["generation"])
+        assert texts == {"Open every day, 8:00 to 20:00."}
+        assert generations == {resp.json()["generation"]}
+        log = app.log_text()
+        assert "another worker asked for a reload" in log
     finally:
         app.stop()
