@@ -5,7 +5,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, MutableMapping
 
 log = logging.getLogger(__name__)
 
@@ -267,6 +267,9 @@ class RedactingRecordFactory:
             redactor = self.source()
             if redactor is None or not redactor.settings.redact_logs:
                 return record
+            if record.name == "gunicorn.access" and isinstance(record.args, Mapping):
+                record.args = _redacted_atoms(redactor, record.args)  # structured fields stay, just redacted
+                return record
             message = record.getMessage()
         except Exception:  # a broken format string is the handler's to report, as usual
             return record
@@ -274,6 +277,21 @@ class RedactingRecordFactory:
         if redacted != message:
             record.msg, record.args = redacted, None
         return record
+
+
+ACCESS_ATOMS_WITH_VISITOR_DATA = ("r", "U", "q", "f")  # request line, path, query string, referer
+
+
+def _redacted_atoms(redactor: Redactor, atoms: Any) -> Any:
+    """gunicorn's access-log atoms with the ones a visitor can fill redacted, in place (gunicorn
+    builds the mapping for this one record, and its class answers '-' for absent headers)."""
+    if not isinstance(atoms, MutableMapping):
+        atoms = dict(atoms)
+    for key in ACCESS_ATOMS_WITH_VISITOR_DATA:
+        value = atoms.get(key)
+        if isinstance(value, str) and len(value) > 1:
+            atoms[key] = redactor.redact(value)
+    return atoms
 
 
 def install_log_redaction(source: Redactor | Callable[[], Redactor | None]) -> Callable[[], None]:

@@ -191,6 +191,23 @@ def test_log_messages_are_redacted_before_any_handler_sees_them(redacted_logs: N
     assert caplog.messages == ["visitor wrote [email] about the X3 at $41,900"]
 
 
+def test_gunicorn_access_records_keep_their_fields_with_visitor_data_redacted(redacted_logs: None) -> None:
+    from bot.metrics import JsonFormatter
+
+    atoms = {"h": "127.0.0.1", "m": "GET", "U": "/api/conversations/abc", "q": "email=jo@example.com",
+             "r": "GET /api/conversations/abc?email=jo@example.com HTTP/1.1", "s": "200", "B": 80, "M": 3,
+             "f": "https://shop.example/?phone=+44 20 7946 0958", "a": "Mozilla/5.0 (X11; Linux x86_64) 537.36"}
+    record = logging.getLogRecordFactory()("gunicorn.access", logging.INFO, __file__, 1,
+                                           '%(h)s "%(r)s" %(s)s "%(f)s" "%(a)s"', (atoms,), None)
+    line = JsonFormatter().format(record)
+    data = json.loads(line)
+    assert data["message"] == "request" and data["path"] == "/api/conversations/abc" and data["status"] == 200
+    assert data["query"] == "email=[email]" and data["referer"] == "https://shop.example/?phone=[phone]"
+    assert data["user_agent"] == atoms["a"]
+    assert "jo@example.com" not in line and "7946" not in line
+    assert record.getMessage().startswith('127.0.0.1 "GET /api/conversations/abc?email=[email] HTTP/1.1" 200')
+
+
 def test_log_redaction_follows_the_source_and_can_be_undone(caplog: pytest.LogCaptureFixture) -> None:
     before = logging.getLogRecordFactory()  # a served app may have installed one already
     before_source = getattr(before, "source", None)
