@@ -1,4 +1,8 @@
-"""Test-drive booking: validators for day, time, name and contact, and the booking itself."""
+"""Test-drive booking: validators for day, time, name and contact, and the booking itself.
+
+These keep the bot's default time limit (plain ``@action``): a real dealership's
+``create_booking`` calls its calendar or CRM, and a hung call must not hang the visitor.
+"""
 from __future__ import annotations
 
 import hashlib

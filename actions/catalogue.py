@@ -1,4 +1,9 @@
-"""Handlers that answer questions about the models: lists, details, prices, stock, colours."""
+"""Handlers that answer questions about the models: lists, details, prices, stock, colours.
+
+Every handler here only reads data loaded at import or computes, so it is marked
+``@action(timeout=None)``: it runs in the request's own thread, with no time limit and no
+thread switch. A handler that calls a network service keeps a limit (see ``booking.py``).
+"""
 from __future__ import annotations
 
 import logging
@@ -24,7 +29,7 @@ def _model_buttons(cars: list[Car]) -> tuple[Button, ...]:
     return tuple(Button(c.name, f"Tell me about the {c.name}") for c in cars[:MAX_BUTTONS])
 
 
-@action
+@action(timeout=None)
 def list_models(ctx: Context) -> Reply:
     """List the models that fit the body type, fuel, price and seats named in the message.
 
@@ -58,21 +63,21 @@ def _chosen(ctx: Context, slot: str = "car_model") -> Car:
     return chosen
 
 
-@action
+@action(timeout=None)
 def describe_model(ctx: Context) -> Reply:
     """Details of the car in slot ``car_model`` as ``result`` (see Car.as_result)."""
     chosen = _chosen(ctx)
     return Reply(result=chosen.as_result(), slots={"car_label": chosen.name})
 
 
-@action
+@action(timeout=None)
 def lookup_price(ctx: Context) -> Reply:
     """Price and stock of the car in ``car_model``: ``result.price``, ``result.in_stock``."""
     chosen = _chosen(ctx)
     return Reply(result=chosen.as_result(), slots={"car_label": chosen.name})
 
 
-@action
+@action(timeout=None)
 def check_stock(ctx: Context) -> Reply:
     """Stock of the car in ``car_model``: ``result.in_stock``, ``result.stock``, and for a sold-out car
     ``result.alternatives`` (in-stock cars of the same body, nearest in price) and ``delivery_weeks``."""
@@ -84,7 +89,7 @@ def check_stock(ctx: Context) -> Reply:
     return Reply(result=result, slots={"car_label": chosen.name})
 
 
-@action
+@action(timeout=None)
 def model_colours(ctx: Context) -> Reply:
     """Colours of the car in ``car_model``.
 
@@ -108,7 +113,7 @@ _COLOUR_WORDS = ("white", "black", "blue", "grey", "gray", "red", "green", "silv
                  "lime", "beige", "yellow", "brown", "purple", "pink", "gold")
 
 
-@action
+@action(timeout=None)
 def compare_models(ctx: Context) -> Reply:
     """Compare the cars in ``car_model`` and ``other_model``: price, fuel, seats, economy, stock."""
     a, b = _chosen(ctx, "car_model"), _chosen(ctx, "other_model")
@@ -134,7 +139,7 @@ def compare_models(ctx: Context) -> Reply:
                  buttons=(f"Test drive the {a.name}", f"Test drive the {b.name}"))
 
 
-@action
+@action(timeout=None)
 def check_other_model(ctx: Context) -> str | None:
     """Refuse comparing a car with itself."""
     if ctx.slots.get("other_model") == ctx.slots.get("car_model"):

@@ -1,4 +1,9 @@
-"""Dealership facts from knowledge/*.yaml for the scripted answers (hours, address, warranty)."""
+"""Dealership facts from knowledge/*.yaml for the scripted answers (hours, address, warranty).
+
+Every handler here only reads data loaded at import or computes, so it is marked
+``@action(timeout=None)``: it runs in the request's own thread, with no time limit and no
+thread switch. A handler that calls a network service keeps a limit (see ``booking.py``).
+"""
 from __future__ import annotations
 
 import logging
@@ -64,7 +69,7 @@ def financing_terms() -> Mapping[str, Any]:
     return FACTS["financing"]
 
 
-@action
+@action(timeout=None)
 def dealership_info(ctx: Context) -> Reply:
     """Contact details, address and opening hours as ``result`` for the scripted answers.
 
@@ -84,7 +89,7 @@ def dealership_info(ctx: Context) -> Reply:
     return Reply(result=result)
 
 
-@action
+@action(timeout=None)
 def warranty_info(ctx: Context) -> Reply:
     """The warranty facts as ``result`` (new_cars, battery, roadside_assistance, ...)."""
     return Reply(result=dict(FACTS["warranty"]))
@@ -104,7 +109,7 @@ def today(ctx: Context) -> date | None:
     return None
 
 
-@action
+@action(timeout=None)
 def current_offers(ctx: Context) -> Reply:
     """The offers of knowledge/offers.yaml: ``result.valid_until``, ``result.lines`` (one
     '• offer' line each), ``result.conditions``."""

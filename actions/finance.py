@@ -1,4 +1,9 @@
-"""Money matters: finance estimates (down payment, term, annuity) and trade-ins of the visitor's car."""
+"""Money matters: finance estimates (down payment, term, annuity) and trade-ins of the visitor's car.
+
+Every handler here only reads data loaded at import or computes, so it is marked
+``@action(timeout=None)``: it runs in the request's own thread, with no time limit and no
+thread switch. A handler that calls a network service keeps a limit (see ``booking.py``).
+"""
 from __future__ import annotations
 
 import logging
@@ -62,7 +67,7 @@ def _amount(text: str, price: int) -> float | None:
     return None
 
 
-@action
+@action(timeout=None)
 def check_down_payment(ctx: Context) -> Reply | str:
     """Read the down payment ('5000', '$5k', '10%', 'nothing') for the car in ``car_model``.
 
@@ -85,7 +90,7 @@ def check_down_payment(ctx: Context) -> Reply | str:
     return Reply(slots={"down_payment": amount})
 
 
-@action
+@action(timeout=None)
 def check_term(ctx: Context) -> Reply | str:
     """Read a loan term in months ('48', '60 months', '5 years') that we offer."""
     text = str(ctx.slots["term_months"])
@@ -100,7 +105,7 @@ def check_term(ctx: Context) -> Reply | str:
     return Reply(slots={"term_months": months})
 
 
-@action
+@action(timeout=None)
 def estimate_payment(ctx: Context) -> Reply:
     """Monthly payment for ``car_model`` with ``down_payment`` over ``term_months``.
 
@@ -133,7 +138,7 @@ def _max_age() -> int:
     return int(FACTS["trade_in"]["max_age_years"])
 
 
-@action
+@action(timeout=None)
 def read_current_car(ctx: Context) -> Reply:
     """Tidy the ``current_car`` answer and take a model year out of it.
 
@@ -151,7 +156,7 @@ def read_current_car(ctx: Context) -> Reply:
     return Reply(slots=slots)
 
 
-@action
+@action(timeout=None)
 def check_year(ctx: Context) -> Reply | str:
     """Accept a model year between 1950 and this year ('18' means 2018)."""
     year = int(float(ctx.slots["year"]))
@@ -163,7 +168,7 @@ def check_year(ctx: Context) -> Reply | str:
     return Reply(slots={"year": year})
 
 
-@action
+@action(timeout=None)
 def check_mileage(ctx: Context) -> Reply | str:
     """Accept a mileage in kilometres from 0 to MAX_MILEAGE_KM."""
     km = int(float(ctx.slots["mileage"]))
@@ -172,7 +177,7 @@ def check_mileage(ctx: Context) -> Reply | str:
     return Reply(slots={"mileage": km})
 
 
-@action
+@action(timeout=None)
 def trade_in_info(ctx: Context) -> Reply:
     """The trade-in policy as ``result``, plus ``result.eligible`` for the car in slot ``year``.
 

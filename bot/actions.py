@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "hybridbot.actions"
 _MARK = "__hybridbot_action__"
+DEFAULT_TIMEOUT: Any = type("DefaultTimeout", (), {"__repr__": lambda self: "DEFAULT_TIMEOUT"})()  # the bot's limit
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class ActionSpec:
     name: str
     fn: Handler
     origin: str  # "file:line" of the definition, used in errors
+    timeout: float | None | object = DEFAULT_TIMEOUT  # seconds; None: no limit, runs in the request's thread
 
 
 def _origin(fn: Callable) -> str:
@@ -87,8 +89,14 @@ def _error_at(origin: str, message: str) -> ConfigError:
     return ConfigError(file, int(line), 1, message)
 
 
-def action(fn: Handler | None = None, *, name: str | None = None) -> Any:
+def action(fn: Handler | None = None, *, name: str | None = None, timeout: float | None | object = DEFAULT_TIMEOUT
+           ) -> Any:
     """Mark a function as an action handler; works with and without parentheses.
+
+    A handler runs on the bot's handler threads with a time limit (the bot's, 10 s by default,
+    or ``timeout`` seconds): past it the visitor gets the flow's error text and the turn goes on.
+    ``timeout=None`` is for handlers that only compute (no network, disk or locks): they run in
+    the request's own thread with no limit, which saves two thread switches per call.
 
     Example::
 
@@ -96,15 +104,22 @@ def action(fn: Handler | None = None, *, name: str | None = None) -> Any:
         def lookup_price(ctx: Context) -> Reply:
             return Reply(result={"price": 41900})
 
-        @action(name="handoff")
+        @action(name="handoff", timeout=3)
         def hand_off(ctx: Context) -> str:
-            return "Connecting you to a person…"
+            return crm.create_ticket(ctx.slots)  # a network call: keep a limit
+
+        @action(timeout=None)
+        def monthly_payment(ctx: Context) -> str:
+            return f"{annuity(ctx.slots['price'], 0.059, 48):.2f}"  # arithmetic only
     """
+    if timeout is not DEFAULT_TIMEOUT and timeout is not None and not (
+            isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0):
+        raise TypeError(f"@action(timeout=...) takes seconds > 0 or None, got {timeout!r}")
 
     def mark(f: Handler) -> Handler:
         if not callable(f):
             raise TypeError(f"@action needs a function, got {f!r}")
-        setattr(f, _MARK, ActionSpec(name or f.__name__, f, _origin(f)))
+        setattr(f, _MARK, ActionSpec(name or f.__name__, f, _origin(f), timeout))
         return f
 
     return mark(fn) if fn is not None else mark
@@ -125,10 +140,13 @@ class ActionRegistry:
             raise _error_at(origin, f"action {name!r} is defined twice: at {other} and at {origin}; "
                                     f"rename one with @action(name=...)")
         _check_signature(fn, name, origin)
-        self._specs[name] = ActionSpec(name, fn, origin)
+        self._specs[name] = ActionSpec(name, fn, origin, spec.timeout if spec else DEFAULT_TIMEOUT)
 
     def get(self, name: str) -> Handler:
         return self._specs[name].fn
+
+    def spec(self, name: str) -> ActionSpec:
+        return self._specs[name]
 
     def __contains__(self, name: object) -> bool:
         return name in self._specs

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from .actions import ActionRegistry, Context, Reply
+from .actions import DEFAULT_TIMEOUT, ActionRegistry, Context, Reply
 from .config import Config, Source, load_config
 from .errors import ActionError, ConfigErrors, StoreError
 from .flows import Engine
@@ -182,14 +182,18 @@ class Bot:
             log.error("%s: no action %r is registered", source, name)
             raise ActionError(name, "no handler with this name is registered", str(source))
         ctx = Context(**fields, log=logging.getLogger(f"bot.actions.{name}"))
+        spec = self.actions.spec(name)
+        limit = self.action_timeout if spec.timeout is DEFAULT_TIMEOUT else spec.timeout
         started = time.perf_counter()
-        future = self.action_pool.submit(self.actions.get(name), ctx)
         try:
-            result = future.result(timeout=self.action_timeout)
+            if limit is None:  # @action(timeout=None): computes only, so no thread switch
+                result = spec.fn(ctx)
+            else:
+                result = self.action_pool.submit(spec.fn, ctx).result(timeout=limit)
         except FutureTimeout:
             log.error("%s: action %r took longer than %g s; the visitor got the flow's error text", source, name,
-                      self.action_timeout)
-            raise ActionError(name, f"took longer than {self.action_timeout:g} s", str(source)) from None
+                      limit)
+            raise ActionError(name, f"took longer than {limit:g} s", str(source)) from None
         except Exception as exc:
             log.error("%s: action %r raised %s: %s", source, name, type(exc).__name__, exc,
                       exc_info=(type(exc), exc, exc.__traceback__))

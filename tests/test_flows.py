@@ -193,6 +193,57 @@ def test_handler_that_hangs_times_out(make_bot) -> None:
     release.set()
 
 
+def test_a_handler_with_its_own_timeout_uses_it_instead_of_the_bots(make_bot, caplog) -> None:
+    import threading
+
+    from bot.actions import action
+
+    release = threading.Event()
+
+    @action(timeout=0.2)
+    def quote(ctx):
+        release.wait(5)
+        return Reply(result={"cheap": True})
+
+    bot = make_bot(INTENTS, {"paint": PAINT, "weather": WEATHER, "loop": LOOP}, {"quote": quote}, action_timeout=30)
+    chat = ChatTester(bot)
+    chat.say("paint it red")
+    with caplog.at_level(logging.ERROR):
+        assert chat.say("2").text == "The paint shop is closed."
+    release.set()
+    assert any("took longer than 0.2 s" in r.getMessage() for r in caplog.records)
+
+
+def test_a_handler_without_a_time_limit_runs_in_the_requests_thread(make_bot) -> None:
+    import threading
+
+    from bot.actions import action
+
+    seen = []
+
+    @action(timeout=None)
+    def quote(ctx):
+        seen.append(threading.current_thread())
+        if ctx.slots.get("colour") == "blue":
+            raise RuntimeError("out of paint")
+        return Reply(result={"cheap": True})
+
+    chat = ChatTester(paint_bot(make_bot, quote=quote))
+    chat.say("paint it red")
+    assert chat.say("2").text == "Only $200 for red!\nEnjoy your red car."
+    assert seen == [threading.current_thread()]
+    chat.say("paint it blue")
+    assert chat.say("3").text == "The paint shop is closed."  # a failure is handled as on the handler threads
+
+
+@pytest.mark.parametrize("bad", [0, -1, "5", True])
+def test_action_timeout_must_be_seconds_or_none(bad) -> None:
+    from bot.actions import action
+
+    with pytest.raises(TypeError, match="timeout"):
+        action(timeout=bad)
+
+
 def test_handler_missing_at_run_time(make_bot) -> None:
     bot = paint_bot(make_bot)
     bot.actions._specs.pop("quote")
