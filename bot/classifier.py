@@ -10,7 +10,6 @@ import pickle
 import re
 import tempfile
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
@@ -18,6 +17,7 @@ import numpy as np
 from scipy import sparse
 
 from .errors import ConfigError
+from .softmax import fit_softmax
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +97,10 @@ class TfidfModel:
     def __init__(self, texts: Sequence[str], labels: Sequence[str], *, c: float = 20.0) -> None:
         self.c = c
         min_df = 2 if len(texts) > 2000 else 1
-        self.words = _Tfidf(word_features, [word_features(t) for t in texts], 1)
-        self.chars = _Tfidf(char_features, [char_features(t) for t in texts], min_df)
-        features = self.features(texts)
+        word_docs, char_docs = [word_features(t) for t in texts], [char_features(t) for t in texts]
+        self.words = _Tfidf(word_features, word_docs, 1)
+        self.chars = _Tfidf(char_features, char_docs, min_df)
+        features = self._features(texts, word_docs, char_docs)
         names = sorted(set(labels))
         self.classes = tuple(names)
         self.examples: sparse.csr_matrix | None = None
@@ -121,18 +122,23 @@ class TfidfModel:
 
     def features(self, texts: Sequence[str]) -> sparse.csr_matrix:
         """The feature matrix: word block then character block."""
+        return self._features(texts, [word_features(t) for t in texts], [char_features(t) for t in texts])
+
+    def _features(self, texts: Sequence[str], word_docs: Sequence[list[str]],
+                  char_docs: Sequence[list[str]]) -> sparse.csr_matrix:
+        """``features`` with the texts' word and character n-grams already made (training makes them once)."""
         indptr, indices, data = [0], [], []
         offset = len(self.words.vocab)
-        for text in texts:
-            wi, wv = self.words.row(word_features(text))
-            ci, cv = self.chars.row(char_features(text))
+        for word_grams, char_grams in zip(word_docs, char_docs):
+            wi, wv = self.words.row(word_grams)
+            ci, cv = self.chars.row(char_grams)
             indices.extend(wi)
             indices.extend(i + offset for i in ci)
             data.append(wv)
             data.append(cv)
             indptr.append(len(indices))
         values = np.concatenate(data).astype(np.float32) if data else np.zeros(0, dtype=np.float32)
-        return sparse.csr_matrix((values, indices, indptr), shape=(len(texts), offset + len(self.chars.vocab)))
+        return sparse.csr_matrix((values, indices, indptr), shape=(len(word_docs), offset + len(self.chars.vocab)))
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         x = self.features(texts)
@@ -146,104 +152,6 @@ class TfidfModel:
         probs = logits / logits.sum(axis=1, keepdims=True)
         probs[np.diff(x.indptr) == 0] = 0.0  # no known word or character n-gram: no evidence at all
         return probs
-
-
-def fit_softmax(x: sparse.csr_matrix, gold: np.ndarray, n_classes: int, c: float, *,
-                max_iter: int = 40, memory: int = 5, gtol: float = 1e-5) -> tuple[np.ndarray, np.ndarray]:
-    """Multinomial logistic regression by L-BFGS in float32, as scikit-learn's objective.
-
-    Minimises mean cross-entropy + ||W||^2 / (2 c n) (the intercept is not penalised) from zero,
-    with Armijo backtracking; stops after ``max_iter`` iterations or when no gradient component
-    exceeds ``gtol``. Deterministic: the same input gives the same weights.
-
-    Args:
-        x: features, one row per example.
-        gold: the class index (0 .. n_classes - 1) of each row.
-        n_classes: number of classes (columns of the result).
-        c: inverse regularisation strength, as scikit-learn's ``C``.
-
-    Returns:
-        The weights (features x classes, float32) and the intercepts (classes).
-    """
-    x = sparse.csr_matrix(x, dtype=np.float32)
-    xt = x.T.tocsr()
-    n = x.shape[0]
-    lam, half = np.float32(1.0 / (c * n)), int(np.searchsorted(x.indptr, x.nnz // 2))
-    blocks = [(0, half, x[:half]), (half, n, x[half:])]  # x @ w: two row blocks, a thread each
-    with ThreadPoolExecutor(2) as pool:
-        return _lbfgs(x, xt, blocks, pool, gold, n_classes, lam, max_iter, memory, gtol)
-
-
-def _lbfgs(x: sparse.csr_matrix, xt: sparse.csr_matrix, blocks: list[tuple[int, int, sparse.csr_matrix]],
-           pool: ThreadPoolExecutor, gold: np.ndarray, n_classes: int, lam: np.float32, max_iter: int,
-           memory: int, gtol: float) -> tuple[np.ndarray, np.ndarray]:
-    """The L-BFGS loop of ``fit_softmax``; ``blocks`` are row slices of ``x`` for ``pool``."""
-    n = x.shape[0]
-    rows = np.arange(n)
-
-    def scores(w: np.ndarray) -> np.ndarray:
-        z = np.empty((n, n_classes), dtype=np.float32)
-
-        def block(part: tuple[int, int, sparse.csr_matrix]) -> None:
-            z[part[0]:part[1]] = part[2] @ w
-
-        list(pool.map(block, blocks))  # sparsetools releases the GIL; each row is done by one thread
-        return z
-
-    def loss_grad(w: np.ndarray, b: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-        z = scores(w)
-        z += b
-        z -= z.max(axis=1, keepdims=True)
-        np.exp(z, out=z)
-        z /= z.sum(axis=1, keepdims=True)
-        loss = -float(np.log(np.maximum(z[rows, gold], 1e-30)).sum()) / n + 0.5 * float(lam * np.vdot(w, w))
-        z[rows, gold] -= 1.0
-        z /= n
-        grad_w = xt @ z
-        grad_w += lam * w
-        return loss, grad_w, z.sum(axis=0)
-
-    def dot(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> float:
-        return float(np.vdot(a[0], b[0])) + float(np.vdot(a[1], b[1]))
-    w = np.zeros((x.shape[1], n_classes), dtype=np.float32)
-    b = np.zeros(n_classes, dtype=np.float32)
-    f, gw, gb = loss_grad(w, b)
-    history: list[tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], float]] = []
-    for _ in range(max_iter):
-        if max(float(np.abs(gw).max(initial=0.0)), float(np.abs(gb).max())) <= gtol:
-            break
-        qw, qb = gw.copy(), gb.copy()  # two-loop recursion: the direction is H^-1 g
-        alphas = []
-        for s, y, rho in reversed(history):
-            alpha = rho * dot(s, (qw, qb))
-            alphas.append(alpha)
-            qw -= np.float32(alpha) * y[0]
-            qb -= np.float32(alpha) * y[1]
-        if history:
-            s, y, _ = history[-1]
-            scale = dot(s, y) / dot(y, y)
-        else:
-            scale = 1.0 / math.sqrt(dot((gw, gb), (gw, gb)))
-        qw *= np.float32(scale)
-        qb *= np.float32(scale)
-        for (s, y, rho), alpha in zip(history, reversed(alphas)):
-            beta = rho * dot(y, (qw, qb))
-            qw += np.float32(alpha - beta) * s[0]
-            qb += np.float32(alpha - beta) * s[1]
-        slope = -dot((gw, gb), (qw, qb))
-        step = 1.0
-        while True:
-            w_new, b_new = w - np.float32(step) * qw, b - np.float32(step) * qb
-            f_new, gw_new, gb_new = loss_grad(w_new, b_new)
-            if f_new <= f + 1e-4 * step * slope or step < 1e-6:
-                break
-            step /= 2
-        s_pair, y_pair = (w_new - w, b_new - b), (gw_new - gw, gb_new - gb)
-        sy = dot(s_pair, y_pair)
-        if sy > 1e-12:
-            history = (history + [(s_pair, y_pair, 1.0 / sy)])[-memory:]
-        w, b, f, gw, gb = w_new, b_new, f_new, gw_new, gb_new
-    return w, b.astype(np.float64)
 
 
 class EmbeddingModel(TfidfModel):
@@ -295,12 +203,13 @@ class EmbeddingModel(TfidfModel):
             _write_atomic(store_path, kept)
         return {t: kept[keys[t]] for t in texts}
 
-    def features(self, texts: Sequence[str]) -> sparse.csr_matrix:
+    def _features(self, texts: Sequence[str], word_docs: Sequence[list[str]],
+                  char_docs: Sequence[list[str]]) -> sparse.csr_matrix:
         known = getattr(self, "_known", {})
         todo = [t for t in texts if t not in known]
         fresh = dict(zip(todo, self._encode(todo))) if todo else {}
         emb = np.vstack([known.get(t, fresh.get(t)) for t in texts]) if texts else np.zeros((0, 384), np.float32)
-        return sparse.hstack([super().features(texts), sparse.csr_matrix(emb * self.EMBEDDING_WEIGHT)],
+        return sparse.hstack([super()._features(texts, word_docs, char_docs), sparse.csr_matrix(emb * self.EMBEDDING_WEIGHT)],
                              format="csr", dtype=np.float32)
 
     def __getstate__(self) -> dict[str, object]:

@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scipy import sparse
 
-from bot.classifier import cache_path, fit_softmax
+from bot.classifier import cache_path
 from bot.config import EntityDef, IntentDef, IntentsConfig, RouterSettings
 from bot.errors import ConfigError, ConfigErrors
 from bot.patterns import check_pattern
@@ -301,20 +300,3 @@ def test_embeddings_classifier_path_with_a_stand_in_encoder(tmp_path: Path, monk
     changed = replace(config, intents={**config.intents, "greet": replace(greet, examples=greet.examples + ("yo",))})
     Router(changed, cache_dir=tmp_path)
     assert encoder.encoded == ["yo"]  # only the new example is encoded; the rest come from the store
-
-
-@pytest.mark.parametrize("n_classes", [2, 4])
-def test_fit_softmax_reaches_scikit_learns_logistic_regression(n_classes: int) -> None:
-    from sklearn.linear_model import LogisticRegression
-
-    x = sparse.random(300, 40, density=0.2, random_state=0, format="csr", dtype=np.float32)
-    gold = np.asarray(x @ np.random.default_rng(0).normal(size=(40, n_classes))).argmax(axis=1)
-    w, b = fit_softmax(x, gold, n_classes, 1.0, max_iter=500, gtol=1e-7)
-    logits = np.asarray(x @ w) + b
-    ours = np.exp(logits - logits.max(axis=1, keepdims=True))
-    ours /= ours.sum(axis=1, keepdims=True)
-    # two softmax columns, both penalised, are one sigmoid vector with half the penalty
-    reference = LogisticRegression(C=2.0 if n_classes == 2 else 1.0, tol=1e-10, max_iter=5000).fit(x, gold)
-    np.testing.assert_allclose(ours, reference.predict_proba(x), atol=2e-3)
-    again = fit_softmax(x, gold, n_classes, 1.0, max_iter=500, gtol=1e-7)
-    assert np.array_equal(w, again[0]) and np.array_equal(b, again[1])
