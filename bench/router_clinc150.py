@@ -98,8 +98,9 @@ def measure(data: dict[str, list[tuple[str, str | None]]], classifier: str) -> d
     acc_b, rec_b = evaluate(router, test, balanced.threshold, balanced.margin)
     acc_0, rec_0 = evaluate(router, test, 0.0, 0.0)
     texts = [t for t, _ in test][:LATENCY_MESSAGES]
-    for t in texts[:50]:
+    for t, _ in val[:50]:
         router.route(t)
+    router.forget()  # every timed message is routed afresh, not answered from route()'s memory
     times = []
     for t in texts:
         started = time.perf_counter()
