@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 import pytest
 
@@ -177,35 +178,22 @@ def test_handler_returning_wrong_type(make_bot) -> None:
     assert chat.say("2").text == "The paint shop is closed."
 
 
-def test_handler_that_hangs_times_out(make_bot) -> None:
-    import threading
-
-    release = threading.Event()
-
+def hung_quote(release: "threading.Event"):
+    """A quote handler that waits for ``release`` (at most 5 s): a handler stuck on a slow service."""
     def quote(ctx):
         release.wait(5)
         return Reply(result={"cheap": True})
-
-    bot = make_bot(INTENTS, {"paint": PAINT, "weather": WEATHER, "loop": LOOP}, {"quote": quote}, action_timeout=0.2)
-    chat = ChatTester(bot)
-    chat.say("paint it red")
-    assert chat.say("2").text == "The paint shop is closed."
-    release.set()
+    return quote
 
 
-def test_a_handler_with_its_own_timeout_uses_it_instead_of_the_bots(make_bot, caplog) -> None:
-    import threading
-
+@pytest.mark.parametrize("own_limit", [False, True])
+def test_a_handler_that_hangs_gives_the_error_text_at_its_time_limit(make_bot, caplog, own_limit: bool) -> None:
     from bot.actions import action
 
     release = threading.Event()
-
-    @action(timeout=0.2)
-    def quote(ctx):
-        release.wait(5)
-        return Reply(result={"cheap": True})
-
-    bot = make_bot(INTENTS, {"paint": PAINT, "weather": WEATHER, "loop": LOOP}, {"quote": quote}, action_timeout=30)
+    quote = action(timeout=0.2)(hung_quote(release)) if own_limit else hung_quote(release)
+    bot = make_bot(INTENTS, {"paint": PAINT, "weather": WEATHER, "loop": LOOP}, {"quote": quote},
+                   action_timeout=30 if own_limit else 0.2)  # the handler's own limit wins over the bot's
     chat = ChatTester(bot)
     chat.say("paint it red")
     with caplog.at_level(logging.ERROR):
@@ -215,8 +203,6 @@ def test_a_handler_with_its_own_timeout_uses_it_instead_of_the_bots(make_bot, ca
 
 
 def test_a_handler_without_a_time_limit_runs_in_the_requests_thread(make_bot) -> None:
-    import threading
-
     from bot.actions import action
 
     seen = []
