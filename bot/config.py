@@ -167,7 +167,7 @@ class LLMSettings:
     system_prompt: str
     unavailable: tuple[str, ...]
     model: str = "gpt-4o-mini"
-    temperature: float = 0.3
+    temperature: float | None = 0.3  # None: not sent (reasoning models accept only their own)
     max_tokens: int = 400
     history_turns: int = 10
     history_tokens: int = 2000

@@ -202,7 +202,7 @@ class OpenAIChat:
         ``messages`` usually come from :func:`bot.prompting.build_messages`. ``max_tokens``,
         ``temperature``, ``deadline_s`` (the whole reply) and ``first_token_s`` (until the first
         text) default to the settings' ``max_tokens``, ``temperature``, ``timeout_total`` and
-        ``timeout_first_token``. The request starts when iteration starts.
+        ``timeout_first_token`` (a settings temperature of None sends none, whatever is passed here).
 
         Raises:
             LLMError: ``no_key`` at once when no API key is configured (no request is made).
@@ -212,9 +212,9 @@ class OpenAIChat:
         s = self.settings
         total = deadline_s if deadline_s is not None else s.timeout_total
         first = min(first_token_s if first_token_s is not None else s.timeout_first_token, total)
+        heat = temperature if temperature is not None and s.temperature is not None else s.temperature
         request = {"model": self.model, "messages": messages, "stream": True,
-                   "stream_options": {"include_usage": True},
-                   "temperature": s.temperature if temperature is None else temperature,
+                   "stream_options": {"include_usage": True}, **({} if heat is None else {"temperature": heat}),
                    self._max_tokens_param: max_tokens or s.max_tokens,
                    "timeout": self._timeout(total, first)}
         return LLMStream(lambda stream: self._run(stream, request, total, first))

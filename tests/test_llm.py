@@ -3,19 +3,23 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import socket
 from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
 
 import httpx2
 import pytest
 
-from bot.config import LLMSettings
+from bot.config import LLMSettings, load_config
 from bot.errors import LLMError
 from bot.fake_openai import (FakeOpenAI, drop, eof, error_event, hang, ok, slow_first_byte,
                              slow_first_token, stall, status)
 from bot.llm import LLMStream, LLMUsage, OpenAIChat
 from bot.llm_guards import check_budget
 from bot.prompting import build_messages, estimate_message_tokens, estimate_tokens
+from botdata import MINIMAL
 
 KEY = "sk-test-DO-NOT-LEAK-4f9a2c"
 PROVIDER_TEXT = "provider internal detail 7781"
@@ -70,6 +74,21 @@ def test_request_carries_model_messages_limits_key_and_usage_option(llm: OpenAIC
     assert body["temperature"] == 0.2 and body["max_tokens"] == 7
     assert request.headers["authorization"] == f"Bearer {KEY}"
     assert request.headers["x-stainless-retry-count"] == "0"
+
+
+def test_a_null_temperature_is_never_sent_for_models_that_accept_only_their_own(fake: FakeOpenAI) -> None:
+    llm = OpenAIChat(replace(SETTINGS, temperature=None), api_key=KEY, base_url=fake.base_url, env={})
+    llm.complete(MESSAGES)
+    llm.complete(MESSAGES, temperature=0.0)  # what LLM-assisted routing asks for
+    assert [("temperature" in r.body) for r in fake.requests] == [False, False]
+
+
+def test_fallback_yaml_temperature_null_loads_as_none(tmp_path: Path) -> None:
+    shutil.copytree(MINIMAL, tmp_path / "bot", ignore=shutil.ignore_patterns("var"))
+    path = tmp_path / "bot" / "flows" / "fallback.yaml"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.rstrip("\n") + "\ntemperature: null\n", encoding="utf-8")
+    assert load_config(tmp_path / "bot").fallback.temperature is None
 
 
 def test_official_endpoint_gets_max_completion_tokens_through_a_given_http_client() -> None:
