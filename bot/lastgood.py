@@ -4,7 +4,7 @@ gunicorn starts workers from the files on disk: at boot, on ``SIGHUP``, and when
 dies and is replaced. If an analyst's edit is broken at that moment the new worker cannot load
 the bot, and gunicorn stops the whole server ("Worker failed to boot"): one typo would take the
 site down. So every successful load keeps the files it read (``Config.sources``: intents, flows,
-knowledge) in the cache folder, and a web server whose bot does not load serves that version,
+knowledge) in the cache folder, one file per bot directory, and a web server whose bot does not load serves that version,
 with the handlers found on disk today, until the files are fixed. ``/readyz`` shows it, and the
 errors are logged with their ``file:line:col`` as for any failed load.
 
@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -33,8 +34,14 @@ from .errors import ConfigErrors
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT = "last-good.json"
 FORMAT = 1
+
+
+def snapshot_path(cache_dir: Path, root: Path) -> Path:
+    """Where the last good version of the bot in ``root`` is kept: one file per bot directory,
+    so bots that share a cache folder never restore each other's files."""
+    tag = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:12]
+    return cache_dir / f"last-good-{tag}.json"
 
 
 @dataclass(frozen=True)
@@ -59,12 +66,13 @@ def save(config: Config, cache_dir: Path | None) -> None:
     """
     if cache_dir is None or not config.sources:
         return
-    path = cache_dir / SNAPSHOT
+    path = snapshot_path(cache_dir, config.root)
     kept = _read(path)
     if kept is not None and kept.get("digest") == config.digest:
         return
-    body = {"format": FORMAT, "digest": config.digest, "saved_at": time.time(), "files": dict(config.sources)}
-    tmp = path.with_name(f".{SNAPSHOT}.{os.getpid()}.tmp")
+    body = {"format": FORMAT, "root": str(Path(config.root).resolve()), "digest": config.digest,
+            "saved_at": time.time(), "files": dict(config.sources)}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp.write_text(json.dumps(body, ensure_ascii=False), encoding="utf-8")
@@ -82,8 +90,9 @@ def restore(root: Path, cache_dir: Path | None, errors: ConfigErrors) -> tuple[C
         ConfigErrors: ``errors`` itself when there is no usable last good version (none kept,
             unreadable, or it no longer fits the handlers on disk).
     """
-    kept = _read(cache_dir / SNAPSHOT) if cache_dir is not None else None
-    if kept is None or kept.get("format") != FORMAT or not isinstance(kept.get("files"), dict):
+    kept = _read(snapshot_path(cache_dir, root)) if cache_dir is not None else None
+    if (kept is None or kept.get("format") != FORMAT or not isinstance(kept.get("files"), dict)
+            or kept.get("root") != str(Path(root).resolve())):
         raise errors
     assert cache_dir is not None
     try:

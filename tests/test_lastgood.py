@@ -11,7 +11,7 @@ import pytest
 
 from bot.app import Bot
 from bot.errors import ConfigErrors
-from bot.lastgood import SNAPSHOT
+from bot.lastgood import snapshot_path
 from bot.testing import FakeLLM
 from bot.web import create_app
 from botdata import MINIMAL
@@ -41,7 +41,7 @@ def test_a_start_with_broken_yaml_serves_the_last_clean_version_and_says_so(
     good = start(bot_dir)
     digest = good.get("/readyz").get_json()["config_digest"]
     assert "last_good" not in good.get("/readyz").get_json()
-    assert (bot_dir / "var" / "cache" / SNAPSHOT).is_file()
+    assert snapshot_path(bot_dir / "var" / "cache", bot_dir).is_file()
 
     (bot_dir / "intents.yaml").write_text(BROKEN_INTENTS, encoding="utf-8")
     with caplog.at_level(logging.ERROR, logger="bot.lastgood"):
@@ -99,7 +99,7 @@ def test_tools_other_than_the_server_report_errors_and_never_fall_back(bot_dir: 
 @pytest.mark.parametrize("name", ["../escape.yaml", "/etc/passwd"])
 def test_a_tampered_snapshot_is_refused(bot_dir: Path, name: str) -> None:
     start(bot_dir)
-    path = bot_dir / "var" / "cache" / SNAPSHOT
+    path = snapshot_path(bot_dir / "var" / "cache", bot_dir)
     kept = json.loads(path.read_text(encoding="utf-8"))
     kept["files"][name] = "x: 1\n"
     kept["digest"] = "0123456789abcdef"
@@ -115,7 +115,7 @@ def test_knowledge_files_are_part_of_the_digest_and_of_the_kept_version(tmp_path
     bot_dir = tmp_path / "bot"
     shutil.copytree(MINIMAL, bot_dir, ignore=shutil.ignore_patterns("var"))
     first = Bot.from_path(bot_dir, llm=FakeLLM(), env=ENV)
-    kept = json.loads((bot_dir / "var" / "cache" / SNAPSHOT).read_text(encoding="utf-8"))
+    kept = json.loads(snapshot_path(bot_dir / "var" / "cache", bot_dir).read_text(encoding="utf-8"))
     knowledge = bot_dir / "knowledge" / "dealer.yaml"
     assert kept["files"]["knowledge/dealer.yaml"] == knowledge.read_text(encoding="utf-8")
     knowledge.write_text(knowledge.read_text(encoding="utf-8") + "parking: free for visitors\n", encoding="utf-8")
@@ -132,3 +132,21 @@ def test_an_unwritable_cache_folder_only_costs_the_fallback(bot_dir: Path, caplo
         bot = Bot.from_path(bot_dir, llm=FakeLLM(), env=ENV, cache_dir=bot_dir / "var" / "cache")
     bot.close()
     assert any("cannot keep the last good version" in m for m in caplog.messages)
+
+
+def test_bots_sharing_a_cache_folder_each_get_their_own_last_good_version(tmp_path: Path) -> None:
+    cache = tmp_path / "shared-cache"
+    env = {**ENV, "BOT_CACHE_DIR": str(cache)}
+    first, second = write_bot(tmp_path / "first"), write_bot(tmp_path / "second")
+    greet = second / "flows" / "greet.yaml"
+    greet.write_text(greet.read_text(encoding="utf-8").replace("Hello! How can I help?", "Welcome to the second bot."),
+                     encoding="utf-8")
+    for root in (first, second):
+        create_app(root, env=env, llm=FakeLLM(), rate_limits="off")
+    (first / "intents.yaml").write_text(BROKEN_INTENTS, encoding="utf-8")
+    client = create_app(first, env=env, llm=FakeLLM(), rate_limits="off").test_client()
+    assert say(client, "hello")["replies"][0]["text"] == "Hello! How can I help?"  # its own, not the second bot's
+    # the second bot's file copied over the first's is refused: it names the other folder
+    shutil.copyfile(snapshot_path(cache, second), snapshot_path(cache, first))
+    with pytest.raises(ConfigErrors):
+        create_app(first, env=env, llm=FakeLLM(), rate_limits="off")
