@@ -297,21 +297,47 @@
     const down = mk('down', 'Not helpful');
     const bar = h('div', { class: 'hb-feedback', role: 'group', 'aria-label': 'Rate this answer' }, up, down, status);
     const show = (r) => { up.setAttribute('aria-pressed', String(r === 'up')); down.setAttribute('aria-pressed', String(r === 'down')); };
+    const send = async (r, comment) => {
+      const res = await api('POST', '/api/feedback', { conversation_id: conversationId, turn_id: turnId, rating: r, comment });
+      if (!res.ok) throw await httpError(res);
+    };
+    let form = null;
     async function rate(r) {
       if (current === r) return; // one vote per turn; switching sides updates it
       const prev = current;
       current = r;
       show(r);
       status.textContent = '';
+      if (form) { form.remove(); form = null; }
       try {
-        const res = await api('POST', '/api/feedback', { conversation_id: conversationId, turn_id: turnId, rating: r });
-        if (!res.ok) throw await httpError(res);
+        await send(r, '');
         status.textContent = 'Thanks for your feedback.';
+        if (r === 'down') bar.append(form = commentForm());
       } catch {
         current = prev;
         show(prev);
         status.textContent = "Couldn't send your feedback.";
       }
+    }
+    // After a thumbs-down: an optional "what was wrong?" line, sent with the same vote. Focus stays put.
+    function commentForm() {
+      const id = `hb-fb-${turnId}`;
+      const box = h('input', { id, class: 'hb-fb-input', type: 'text', maxlength: String(MAX_LEN), autocomplete: 'off', placeholder: 'What was wrong? (optional)' });
+      const el = h('form', { class: 'hb-fb-comment' }, h('label', { class: 'hb-sr', for: id }, 'What was wrong with this answer? (optional)'), box, h('button', { type: 'submit', class: 'hb-fb-send' }, 'Send'));
+      el.addEventListener('submit', async (ev) => {
+        ev.preventDefault();
+        const text = box.value.trim();
+        if (!text) return;
+        try {
+          await send('down', text);
+          el.remove();
+          status.textContent = 'Thanks, that helps us improve.';
+          form = null;
+        } catch {
+          status.textContent = "Couldn't send your comment.";
+        }
+      });
+      return el;
     }
     return bar;
   }

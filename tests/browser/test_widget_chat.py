@@ -115,6 +115,28 @@ def test_thumbs_down_is_recorded_by_the_server(chat: Chatbox) -> None:
     expect(restored.get_by_role("button", name="Not helpful")).to_have_attribute("aria-pressed", "true")
 
 
+def test_a_thumbs_down_can_carry_a_comment_for_the_analysts(chat: Chatbox) -> None:
+    chat.load()
+    chat.open()
+    turn = chat.ask("hi")
+    down = turn.get_by_role("button", name="Not helpful")
+    down.focus()
+    chat.page.keyboard.press("Enter")
+    box = turn.get_by_role("textbox", name="What was wrong with this answer? (optional)")
+    expect(box).to_be_visible()
+    expect(down).to_be_focused()  # the field appears next in tab order; focus is not taken
+    chat.page.keyboard.press("Tab")
+    expect(box).to_be_focused()
+    box.fill("It did not say the opening hours")
+    box.press("Enter")
+    expect(turn.get_by_role("status")).to_have_text(re.compile("helps us improve"))
+    expect(box).to_have_count(0)
+    transcript = chat.page.request.get(f"{chat.base_url}/api/conversations/{chat.conversation_id()}").json()
+    assert transcript["turns"][-1]["feedback"] == {"rating": "down", "comment": "It did not say the opening hours"}
+    turn.get_by_role("button", name="Helpful", exact=True).click()  # changing the vote hides nothing it should not
+    expect(turn.get_by_role("textbox")).to_have_count(0)
+
+
 def test_markup_in_messages_is_shown_as_text(chat: Chatbox) -> None:
     chat.load()
     chat.open()
