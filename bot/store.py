@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import fcntl
 import importlib
 import logging
 import os
@@ -91,6 +92,44 @@ class LocalLocks:
                 queue[0].set()
             else:
                 del self._queues[key]
+
+
+class HostLock:
+    """An exclusive lock for every thread and process of one host: a thread lock, then ``flock``
+    on ``path`` (created if missing). The kernel wakes the next waiter at once and drops the
+    lock of a process that dies; a forked child starts with its own. Example::
+
+        with lock.hold():
+            ...  # one writer at a time on this host
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._pid, self._mutex, self._file = os.getpid(), threading.Lock(), None
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        if self._pid != os.getpid():  # never share a parent's thread lock or file
+            self._pid, self._mutex, self._file = os.getpid(), threading.Lock(), None
+        with self._mutex:
+            if self._file is None:
+                try:
+                    self._file = open(self.path, "a+b")  # noqa: SIM115 - kept open between holds
+                except OSError as exc:
+                    raise StoreError(f"cannot open the lock file {self.path}: {exc.strerror}. Make its "
+                                     "directory writable by this user.") from exc
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        """Close the file (between holds); the next ``hold`` opens it again."""
+        with self._mutex:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
 
 
 class StoreBackend(UserData, ABC):

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -20,7 +23,7 @@ from bot.memory_store import MemoryStore
 from bot.redis_store import RedisStore
 from bot.sqlite_store import SQLiteStore
 from bot.conversation import Conversation
-from bot.store import LocalLocks, StoreBackend, StoreBusyError, open_store
+from bot.store import HostLock, LocalLocks, StoreBackend, StoreBusyError, open_store
 
 REDIS_URL = "redis://127.0.0.1:6379/13"
 BACKENDS = ["memory", "sqlite", "redis"]
@@ -569,3 +572,56 @@ def test_conversation_history_without_a_store_is_the_new_turns() -> None:
     conv = Conversation(id="c", state={}, created_at=0.0, updated_at=0.0)
     conv.add_turn(turn("t1"))
     assert [t["seq"] for t in conv.history()] == [1]
+
+
+# -- HostLock: SQLite writers of every process of the host take turns on it ------------------------
+def test_host_lock_is_exclusive_between_holders_and_freed_when_its_process_dies(tmp_path: Path) -> None:
+    path = tmp_path / "db-writer.lock"
+    code = ("import sys, time; sys.path.insert(0, sys.argv[2]); from pathlib import Path; from bot.store import HostLock;"
+            "lock = HostLock(Path(sys.argv[1])); cm = lock.hold(); cm.__enter__(); print('held', flush=True);"
+            "time.sleep(60)")
+    child = subprocess.Popen([sys.executable, "-c", code, str(path), str(Path(__file__).resolve().parents[1])],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "held"
+        got = threading.Event()
+
+        def take() -> None:
+            with HostLock(path).hold():
+                got.set()
+
+        waiter = threading.Thread(target=take, daemon=True)
+        waiter.start()
+        assert not got.wait(0.5)  # the other process holds it
+        child.send_signal(signal.SIGKILL)  # dies without unlocking: the kernel frees the lock
+        assert got.wait(10)
+        waiter.join(10)
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_host_lock_orders_the_threads_of_one_process(tmp_path: Path) -> None:
+    lock, inside, overlaps = HostLock(tmp_path / "x.lock"), [], []
+
+    def work() -> None:
+        for _ in range(50):
+            with lock.hold():
+                inside.append(1)
+                overlaps.append(len(inside))
+                inside.pop()
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(overlaps) == 200 and max(overlaps) == 1
+    lock.close()
+
+
+def test_a_lock_file_that_cannot_be_made_is_a_store_error_naming_it(tmp_path: Path) -> None:
+    lock = HostLock(tmp_path / "missing-dir" / "db-writer.lock")
+    with pytest.raises(StoreError, match="cannot open the lock file .*missing-dir"):
+        with lock.hold():
+            pass
