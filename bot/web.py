@@ -25,7 +25,7 @@ from .retention import start_retention
 from .sse import EventPump
 from .web_security import (ASSET_NAME, ApiError, conversation_id, conversation_key, chat_request, check_admin,
                            feedback_request, install_error_handlers, install_headers, make_limiter)
-from .web_identity import add_to_openapi, register_identity, user_context
+from .web_identity import add_to_openapi, current_user, may_access, register_identity, user_context
 from .web_settings import WebSettings
 
 log = logging.getLogger(__name__)
@@ -182,6 +182,8 @@ def _api_routes(app: Flask, state: WebState) -> None:
     @per_ip
     def feedback() -> Response:
         req = feedback_request(settings.max_message_chars)
+        if not may_access(holder.bot.store, req.conversation_id, current_user()):
+            raise UnknownConversation(req.conversation_id)  # another user's: the same answer as an unknown id
         if not holder.bot.feedback(req.conversation_id, req.turn_id, req.rating, req.comment):
             raise ApiError(404, "unknown_turn", "There is no such reply in this conversation.")
         return jsonify(ok=True)

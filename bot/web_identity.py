@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
-from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from flask import Blueprint, Flask, Response, g, jsonify, request
 
 from .errors import UnknownConversation
 from .identity import IdentityError, IdentitySettings, User, verify_token
@@ -16,7 +16,6 @@ log = logging.getLogger(__name__)
 
 USER_KEY = "hybridbot_user"
 EXTENSION = "hybridbot_identity"
-TURN_ENDPOINTS = ("chat", "chat_stream")  # web.py's chat views: Bot.stream(must_exist=True) checks the owner
 # Word for word what web.py answers for an unknown id, so another user's conversation looks unknown too.
 INVALID_IDENTITY = "Your sign-in could not be verified ({reason}). Reload the page or sign in again."
 IDENTITY_REQUIRED = "Please sign in on the site to chat: this assistant needs to know who you are."
@@ -86,10 +85,8 @@ def register_identity(app: Flask, holder_or_bot: Any, settings: IdentitySettings
             return error_response(401, "identity_required", IDENTITY_REQUIRED,
                                   {"WWW-Authenticate": 'Bearer realm="hybridbot"'})
         setattr(g, USER_KEY, user)
-        if request.endpoint in TURN_ENDPOINTS:
-            return None  # the turn checks ownership itself, under the conversation's lock
-        cid = _named_conversation()
-        if cid is not None and not may_access(bot_of().store, cid, user):
+        cid = (request.view_args or {}).get("cid")  # ids in a body are checked by their view (chat: in the turn)
+        if isinstance(cid, str) and CONVERSATION_ID.fullmatch(cid) and not may_access(bot_of().store, cid, user):
             log.info("%s %s names a conversation of another user: answered as unknown", request.method, request.path)
             raise UnknownConversation(cid)
         return None
@@ -106,17 +103,6 @@ def may_access(store: Any, cid: str, user: User | None) -> bool:
 
 def _reason(code: str) -> str:
     return {"expired": "it has expired", "not_yet_valid": "it is not valid yet"}.get(code, "it is not valid")
-
-
-def _named_conversation() -> str | None:
-    """The conversation id the request names, in its path or JSON body (None if none or not an id)."""
-    cid = (request.view_args or {}).get("cid")
-    if cid is None and request.is_json:
-        limit = current_app.config.get("MAX_CONTENT_LENGTH")
-        if request.content_length is not None and (limit is None or request.content_length <= limit):
-            body = request.get_json(silent=True)
-            cid = body.get("conversation_id") if isinstance(body, dict) else None
-    return cid if isinstance(cid, str) and CONVERSATION_ID.fullmatch(cid) else None
 
 
 def _blueprint(app: Flask, bot_of: Callable[[], Any]) -> Blueprint:
