@@ -107,19 +107,19 @@ class Bot:
         store = open_store(env.get("BOT_STORE"), root=root) if store is None else store
         generation = _reload_generation(store)  # before the files are read: a reload asked later is seen
         try:
-            config = load_config(root, actions)
-        except ConfigErrors as errors:
             try:
+                config = load_config(root, actions)
+            except ConfigErrors as errors:
                 if not last_good:
                     raise
                 config, actions, kept = lastgood.restore(root, kwargs["cache_dir"], errors)
-            except ConfigErrors:
-                if opened:
-                    store.close()
-                raise
-        else:
-            lastgood.save(config, kwargs["cache_dir"])
-        bot = cls(config, actions, store=store, llm=llm, env=env, **kwargs)
+            else:
+                lastgood.save(config, kwargs["cache_dir"])
+            bot = cls(config, actions, store=store, llm=llm, env=env, **kwargs)
+        except BaseException:
+            if opened:  # the store this call opened is nobody else's to close
+                store.close()
+            raise
         bot.last_good, bot.loaded_generation = kept, generation
         return bot
 
