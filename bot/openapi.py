@@ -43,9 +43,11 @@ def _schemas(settings: WebSettings) -> dict[str, Any]:
         "title": {"type": "string"}, "payload": {"type": "string"}, "url": {"type": "string"}}}
     reply = {"type": "object", "required": ["text"], "properties": {
         "text": {"type": "string"}, "buttons": {"type": "array", "items": _ref("Button")}}}
-    route = {"type": "object", "description": "How the message was answered (router trace included).",
+    route = {"type": "object", "description": "How the message was answered, with the router's trace.",
              "properties": {"kind": {"type": "string"}, "intent": NULLABLE_STRING, "score": {"type": "number"},
-                            "flow": NULLABLE_STRING, "trace": {}}}
+                            "flow": NULLABLE_STRING, "trace": {"type": "object", "properties": {
+                                "stage": {"type": "string"}, "candidates": {"type": "array"},
+                                "entities": {"type": "array"}, "reason": {"type": "string"}}}}}
     turn = {"type": "object", "required": ["turn_id", "text_in", "replies", "created_at"], "properties": {
         "turn_id": {"type": "string"}, "text_in": {"type": "string"},
         "replies": {"type": "array", "items": _ref("Reply")},

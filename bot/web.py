@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from flask import Flask, Response, jsonify, request, send_from_directory
 from flask_limiter import Limiter
@@ -138,6 +138,26 @@ def _public_turn(turn: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+PUBLIC_TRACE = ("stage", "candidates", "entities", "reason")  # what DESIGN.md promises every reply
+
+
+def public_route(route: Mapping[str, Any]) -> dict[str, Any]:
+    """A turn's route as a visitor sees it: the trace keeps which stage decided, the top
+    candidates, the entities found and why it fell back; patterns, thresholds and the
+    normalised text stay in the transcript and the logs."""
+    trace = route.get("trace") or {}
+    return {**route, "trace": {key: trace[key] for key in PUBLIC_TRACE if key in trace}}
+
+
+def public_events(events: Iterator[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
+    """``Bot.stream`` events with ``public_route`` routes; closing it closes the turn too."""
+    try:
+        for name, data in events:
+            yield name, ({**data, "route": public_route(data["route"])} if name in ("meta", "done") else data)
+    finally:
+        events.close()  # type: ignore[attr-defined]
+
+
 def _api_routes(app: Flask, state: WebState) -> None:
     settings, holder = state.settings, state.holder
     per_ip = _limit(state.limiter, settings.rate_limits, "api")
@@ -157,13 +177,13 @@ def _api_routes(app: Flask, state: WebState) -> None:
     def chat() -> Response:
         turn = holder.bot.handle(*turn_arguments(), user=user_context(), must_exist=True)
         return jsonify(conversation_id=turn.conversation_id, turn_id=turn.turn_id, replies=turn.replies,
-                       route=turn.route)
+                       route=public_route(turn.route))
 
     @app.post("/api/chat/stream")
     @per_ip
     @per_conversation
     def chat_stream() -> Response:
-        pump = EventPump(holder.bot.stream(*turn_arguments(), user=user_context(), must_exist=True),
+        pump = EventPump(public_events(holder.bot.stream(*turn_arguments(), user=user_context(), must_exist=True)),
                          settings.heartbeat_seconds)
         first = pump.first()  # errors before the first event become a normal JSON error
         return Response(pump.sse(first), mimetype="text/event-stream",

@@ -76,6 +76,20 @@ def test_unknown_conversation_id_is_404_so_the_widget_starts_afresh(client: Flas
     assert resp.status_code == 404 and resp.mimetype == "application/json"
 
 
+def test_replies_carry_the_routing_trace_but_not_patterns_or_thresholds(client: FlaskClient, bot: Bot) -> None:
+    body = client.post("/api/chat", json={"message": "hello"}).get_json()
+    events = parse_sse(stream(client, {"message": "opening hours please", "conversation_id": body["conversation_id"]}
+                              ).response)
+    routes = [body["route"]] + [data["route"] for name, data in events if name in ("meta", "done")]
+    assert len(routes) == 3
+    for route in routes:
+        assert set(route["trace"]) <= {"stage", "candidates", "entities", "reason"} and route["trace"]["stage"]
+        assert route["trace"]["candidates"]  # which intents it weighed, with scores
+    stored = bot.transcript(body["conversation_id"])
+    assert stored[0]["route"]["trace"]["pattern"] and "threshold" in stored[1]["route"]["trace"]  # kept for analysts
+    assert "pattern" not in routes[0]["trace"] and "normalized" not in routes[0]["trace"]
+
+
 def test_stream_sends_meta_one_delta_per_rule_reply_then_done(client: FlaskClient) -> None:
     resp = stream(client, {"message": "hello"})
     assert resp.status_code == 200
