@@ -11,9 +11,9 @@ Every value can be set from the environment (systemd ``EnvironmentFile=``, docke
                             not a limit on request length)
   GUNICORN_GRACEFUL_TIMEOUT seconds to finish in-flight replies on        30
                             stop/reload before they are cut
-  GUNICORN_KEEPALIVE        seconds an idle keep-alive connection stays   75
+  GUNICORN_KEEPALIVE        seconds an idle keep-alive connection stays   5
                             open (longer than NGINX's upstream
-                            keepalive_timeout 60s, so NGINX closes first)
+                            keepalive_timeout 4s, so NGINX closes first)
   GUNICORN_MAX_REQUESTS     restart a worker after this many requests     0 (never)
   GUNICORN_FORWARDED_ALLOW_IPS  proxies trusted for X-Forwarded-*         127.0.0.1,::1
   GUNICORN_CONTROL_SOCKET   path of gunicorn's control socket (gunicornc) none (disabled)
@@ -50,7 +50,7 @@ threads = _int("GUNICORN_THREADS", 16)
 worker_connections = _int("GUNICORN_WORKER_CONNECTIONS", threads + 4)
 timeout = _int("GUNICORN_TIMEOUT", 30)
 graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
-keepalive = _int("GUNICORN_KEEPALIVE", 75)
+keepalive = _int("GUNICORN_KEEPALIVE", 5)
 max_requests = _int("GUNICORN_MAX_REQUESTS", 0)
 max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", max_requests // 10)
 forwarded_allow_ips = _env.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
