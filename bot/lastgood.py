@@ -4,9 +4,9 @@ gunicorn starts workers from the files on disk: at boot, on ``SIGHUP``, and when
 dies and is replaced. If an analyst's edit is broken at that moment the new worker cannot load
 the bot, and gunicorn stops the whole server ("Worker failed to boot"): one typo would take the
 site down. So every successful load keeps the files it read (``Config.sources``: intents, flows,
-knowledge) in the cache folder, one file per bot directory, and a web server whose bot does not load serves that version,
-with the handlers found on disk today, until the files are fixed. ``/readyz`` shows it, and the
-errors are logged with their ``file:line:col`` as for any failed load.
+knowledge) in the cache folder, one file per bot directory, and a web server whose bot does not
+load serves that version, with the handlers found on disk today, until the files are fixed.
+``/readyz`` shows it, and the errors are logged with their ``file:line:col`` as for any failed load.
 
 Handlers are Python code and are not kept: a broken ``actions/`` package still fails the start,
 as it should (developers deploy code through tests, not by editing it live).

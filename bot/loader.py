@@ -185,10 +185,11 @@ class Loader:
     def _fallback(self, doc: YamlDoc) -> LLMSettings:
         d = doc.data
         history, timeouts, budgets = d.get("history") or {}, d.get("timeouts") or {}, d.get("budgets") or {}
+        temperature = d.get("temperature", LLMSettings.temperature)  # null: send none
         return LLMSettings(
             system_prompt=d["system_prompt"], unavailable=texts(d["unavailable"]),
             model=d.get("model", LLMSettings.model),
-            temperature=None if d.get("temperature", 0) is None else float(d.get("temperature", LLMSettings.temperature)),
+            temperature=None if temperature is None else float(temperature),
             max_tokens=int(d.get("max_tokens", LLMSettings.max_tokens)),
             history_turns=int(history.get("turns", LLMSettings.history_turns)),
             history_tokens=int(history.get("tokens", LLMSettings.history_tokens)),

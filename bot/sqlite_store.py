@@ -349,7 +349,6 @@ class SQLiteStore(StoreBackend):
         return count
 
     # -- users ------------------------------------------------------------------------------
-
     def owner_of(self, conversation_id: str) -> str | None:
         return self._first("SELECT user_id FROM conversations WHERE id = ?", check_id(conversation_id))
 
@@ -375,10 +374,13 @@ class SQLiteStore(StoreBackend):
         return count
 
     def add_tokens_today(self, tokens: int, *, day: str | None = None) -> int:
+        return self._count("INSERT INTO daily_tokens (day, tokens) VALUES (?, ?) ON CONFLICT(day) DO UPDATE "
+                           "SET tokens = tokens + excluded.tokens RETURNING tokens", utc_day(day), int(tokens))
+
+    def _count(self, upsert: str, *args: Any) -> int:
+        """Run a counter's ``INSERT ... RETURNING`` in a write transaction; the new value."""
         with self._errors(), self._write(self._conn()) as conn:
-            return int(conn.execute("INSERT INTO daily_tokens (day, tokens) VALUES (?, ?) ON CONFLICT(day) DO UPDATE "
-                                    "SET tokens = tokens + excluded.tokens RETURNING tokens",
-                                    (utc_day(day), int(tokens))).fetchall()[0][0])
+            return int(conn.execute(upsert, args).fetchall()[0][0])
 
     def _first(self, sql: str, *args: Any) -> Any:
         """The first column of the first row of ``sql``; None without a row."""
@@ -393,8 +395,6 @@ class SQLiteStore(StoreBackend):
         return int(self._first("SELECT value FROM meta WHERE key = 'reload_generation'") or 0)
 
     def request_reload(self) -> int:
-        with self._errors(), self._write(self._conn()) as conn:
-            return int(conn.execute("INSERT INTO meta (key, value) VALUES ('reload_generation', '1') "
-                                    "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1 "
-                                    "RETURNING value").fetchall()[0][0])
+        return self._count("INSERT INTO meta (key, value) VALUES ('reload_generation', '1') ON CONFLICT(key) "
+                           "DO UPDATE SET value = CAST(value AS INTEGER) + 1 RETURNING value")
 

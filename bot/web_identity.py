@@ -16,7 +16,6 @@ log = logging.getLogger(__name__)
 
 USER_KEY = "hybridbot_user"
 EXTENSION = "hybridbot_identity"
-# Word for word what web.py answers for an unknown id, so another user's conversation looks unknown too.
 INVALID_IDENTITY = "Your sign-in could not be verified ({reason}). Reload the page or sign in again."
 IDENTITY_REQUIRED = "Please sign in on the site to chat: this assistant needs to know who you are."
 CHALLENGE = 'Bearer realm="hybridbot", error="invalid_token"'

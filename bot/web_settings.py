@@ -79,6 +79,8 @@ ENV: Mapping[str, tuple[str, Callable[[str], Any], str]] = {
     "store": ("BOT_STORE", str, "memory://, sqlite:///path or redis://host:6379/0"),
     "reload": ("BOT_RELOAD", _bool, "1 or 0"),
     "reload_interval": ("BOT_RELOAD_INTERVAL", _positive_float, "seconds between file checks, e.g. 1"),
+    "reload_follow_interval": ("BOT_RELOAD_FOLLOW_INTERVAL", _positive_float,
+                               "seconds between checks for a reload another worker asked for, e.g. 2"),
     "heartbeat_seconds": ("BOT_HEARTBEAT_SECONDS", _positive_float, "seconds between SSE pings, e.g. 15"),
     "static_dir": ("BOT_STATIC_DIR", Path, "the folder holding index.html, widget.js and widget.css"),
 }
@@ -104,6 +106,7 @@ class WebSettings:
     store: str | None = None
     reload: bool = False
     reload_interval: float = 1.0
+    reload_follow_interval: float = 2.0
     heartbeat_seconds: float = 15.0
     static_dir: Path | None = None
 

@@ -21,4 +21,5 @@ if not logging.getLogger().handlers:
 
 app = create_app(os.environ.get("BOT_DIR", "."))
 # POST /admin/reload on any worker of any instance reaches the others through the shared store.
-app.extensions["hybridbot"].holder.follow(float(os.environ.get("BOT_RELOAD_FOLLOW_INTERVAL", "2")))
+_state = app.extensions["hybridbot"]
+_state.holder.follow(_state.settings.reload_follow_interval)

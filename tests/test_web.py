@@ -332,6 +332,8 @@ def test_bad_settings_fail_at_startup_with_a_clear_message(bot: Bot) -> None:
         create_app(bot, env={"BOT_RATE_LIMITS": "30 per fortnight"})
     with pytest.raises(ValueError, match="BOT_MAX_BODY_BYTES must be a whole number of bytes"):
         create_app(bot, env={"BOT_MAX_BODY_BYTES": "lots"})
+    with pytest.raises(ValueError, match="BOT_RELOAD_FOLLOW_INTERVAL must be seconds between checks"):
+        create_app(bot, env={"BOT_RELOAD_FOLLOW_INTERVAL": "soon"})
     with pytest.raises(TypeError, match="unknown web setting"):
         create_app(bot, env={}, max_mesage_chars=5)
 
