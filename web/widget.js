@@ -12,8 +12,11 @@
   const flag = (v) => v !== undefined && !/^(false|0|no|off)$/i.test(v);
   const TITLE = ds.title || 'Chat';
   const GREETING = ds.greeting || '';
-  const CONV_KEY = 'hybridbot:conversation';
-  const OPEN_KEY = 'hybridbot:open';
+  // data-bot names this bot on the site: each name keeps its own saved conversation and open state.
+  const BOT = /^[A-Za-z0-9_-]{1,40}$/.test(ds.bot || '') ? ds.bot : '';
+  if (ds.bot && !BOT) console.warn('hybridbot: data-bot must be 1-40 letters, digits, - or _; ignored');
+  const CONV_KEY = BOT ? `hybridbot:${BOT}:conversation` : 'hybridbot:conversation';
+  const OPEN_KEY = BOT ? `hybridbot:${BOT}:open` : 'hybridbot:open';
   const MAX_LEN = 2000;
   const IDLE_MS = 45000; // no byte (not even a ": ping") for this long -> give up on the stream
   const PHONE = '(max-width: 480px)';

@@ -128,3 +128,37 @@ def test_bot_formatting_is_built_from_elements_and_markup_stays_text(chat: Chatb
     expect(turn.get_by_text("Evil")).to_have_count(0)
     expect(turn.get_by_role("button", name="Call me back")).to_be_visible()
     assert chat.dialogs == []
+
+
+def test_data_bot_keeps_one_conversation_per_bot_on_a_site(chat: Chatbox) -> None:
+    origin = _host_origin(chat)
+    pages = {name: f"{origin}/{name}" for name in ("sales", "service")}
+    for name, url in pages.items():
+        _serve(chat, url, _host_page(f'<script src="{chat.base_url}/widget.js" data-bot="{name}" defer></script>'))
+    bad = f"{origin}/bad"
+    _serve(chat, bad, _host_page(f'<script src="{chat.base_url}/widget.js" data-bot="no spaces!" defer></script>'))
+    warnings: list[str] = []
+    chat.page.on("console", lambda m: warnings.append(m.text) if m.type == "warning" else None)
+    saved = "name => localStorage.getItem(`hybridbot:${name}:conversation`)"
+
+    chat.page.goto(pages["sales"])
+    chat.open()
+    chat.ask("how much is the X3")
+    chat.page.goto(pages["service"])
+    expect(chat.panel).to_be_hidden()  # the open state is per bot too
+    chat.open()
+    expect(chat.page.locator(".hb-msg--user")).to_have_count(0)  # not the sales conversation
+    chat.ask("what are your opening hours")
+    sales, service = (chat.page.evaluate(saved, name) for name in pages)
+    assert sales and service and sales != service
+    assert chat.conversation_id() is None  # the shared key stays unused
+
+    chat.page.goto(pages["sales"])
+    expect(chat.panel).to_be_visible()  # this bot's panel was open in this tab: it opens again by itself
+    expect(chat.page.locator(".hb-msg--user")).to_have_text(["how much is the X3"])  # restored, its own
+
+    chat.page.goto(bad)
+    chat.open()
+    chat.ask("hi")
+    assert chat.conversation_id()  # an invalid name falls back to the shared keys
+    assert any("data-bot" in w for w in warnings)
