@@ -10,6 +10,10 @@ from .web_settings import WebSettings
 log = logging.getLogger(__name__)
 
 NULLABLE_STRING = {"type": ["string", "null"]}
+# The part of a route trace every reply carries (DESIGN.md), with its schema; ``web.public_route``
+# keeps these keys and drops the rest (patterns, thresholds, the normalised text).
+PUBLIC_TRACE: dict[str, dict[str, str]] = {"stage": {"type": "string"}, "candidates": {"type": "array"},
+                                           "entities": {"type": "array"}, "reason": {"type": "string"}}
 # at least one character that is neither white space nor removed as a control/format character
 VISIBLE = "[^\\s\\x00-\\x1f\\x7f-\\x9f\\u200b-\\u200f\\u2028-\\u202e\\u2060-\\u2064\\ufeff]"
 
@@ -45,9 +49,7 @@ def _schemas(settings: WebSettings) -> dict[str, Any]:
         "text": {"type": "string"}, "buttons": {"type": "array", "items": _ref("Button")}}}
     route = {"type": "object", "description": "How the message was answered, with the router's trace.",
              "properties": {"kind": {"type": "string"}, "intent": NULLABLE_STRING, "score": {"type": "number"},
-                            "flow": NULLABLE_STRING, "trace": {"type": "object", "properties": {
-                                "stage": {"type": "string"}, "candidates": {"type": "array"},
-                                "entities": {"type": "array"}, "reason": {"type": "string"}}}}}
+                            "flow": NULLABLE_STRING, "trace": {"type": "object", "properties": PUBLIC_TRACE}}}
     turn = {"type": "object", "required": ["turn_id", "text_in", "replies", "created_at"], "properties": {
         "turn_id": {"type": "string"}, "text_in": {"type": "string"},
         "replies": {"type": "array", "items": _ref("Reply")},

@@ -18,7 +18,7 @@ from werkzeug.routing import BaseConverter
 from .app import Bot
 from .errors import StoreError, UnknownConversation
 from .identity import IdentitySettings
-from .openapi import document
+from .openapi import PUBLIC_TRACE, document
 from .redaction import install_log_redaction
 from .reload import BotHolder
 from .retention import start_retention
@@ -136,9 +136,6 @@ def _public_turn(turn: Mapping[str, Any]) -> dict[str, Any]:
     if feedback:
         out["feedback"] = {"rating": feedback["rating"], "comment": feedback.get("comment") or ""}
     return out
-
-
-PUBLIC_TRACE = ("stage", "candidates", "entities", "reason")  # what DESIGN.md promises every reply
 
 
 def public_route(route: Mapping[str, Any]) -> dict[str, Any]:
