@@ -131,8 +131,10 @@ def test_watcher_swaps_good_edits_and_ignores_bad_ones(bot: Bot, bot_dir: Path) 
         wait_for(lambda: holder.last_errors is not None)
         assert holder.bot is serving
         assert say(client, "hello")["replies"][0]["text"] == "Edited on disk"
+        reloads = holder.reloads
         edit(bot_dir, "greet", GREET.format(text="Fixed"))
-        wait_for(lambda: holder.last_errors is None and holder.reloads == 2)
+        # > not ==: the watcher may see the write and edit()'s utime as two changes and reload twice
+        wait_for(lambda: holder.last_errors is None and holder.reloads > reloads)
         assert say(client, "hello")["replies"][0]["text"] == "Fixed"
     finally:
         holder.stop()
