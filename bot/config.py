@@ -110,6 +110,9 @@ class Button:
     url: str | None = None
 
 
+REMEMBER_TURNS = 5  # a slot's `remember: true`: reuse what the visitor named in the last 5 turns
+
+
 @dataclass(frozen=True)
 class SlotDef:
     name: str
@@ -122,6 +125,7 @@ class SlotDef:
     max_attempts: int = 3
     on_fail: str | None = None
     source: Source = Source("")
+    remember: int = 0  # turns a value of the slot's entity named earlier stays usable (0: never)
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,12 @@ class _Checker:
                                  f"slot {slot.name!r}: regex")
             if slot.on_fail:
                 self.check_target(flow, slot.on_fail, slot.source)
+            if slot.remember and not slot.entity:
+                doc = self.docs.get(flow.source.file)
+                line, col = doc.position(("slots", slot.name, "remember"), key=True) if doc else (1, 1)
+                self.error(Source(flow.source.file, line, col),
+                           f"slot {slot.name!r}: 'remember' reuses a value of the slot's entity the visitor named "
+                           "earlier, so it needs 'entity:' too (e.g. entity: car_model)")
             self.check_texts(slot.ask + slot.reprompt, slot.source, flow)
         seen: dict[str, Source] = {}
         for step in _all_steps(flow.steps):

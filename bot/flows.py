@@ -69,6 +69,9 @@ class Engine:
         self.templates = Templates()
         self.run_action = run_action  # (name, ctx_fields: dict, source: Source) -> Reply; raises ActionError
         self.filler = SlotFiller(extract, run_action)
+        # entities some slot may take from memory (`remember:`): only these are kept in the state
+        self.remembered = frozenset(s.entity for f in config.flows.values() for s in f.slots.values()
+                                    if s.remember and s.entity)
 
     # -- entry point ------------------------------------------------------------------------
     def advance(self, state: dict, text: str, route: Any, *, conversation_id: str = "",
@@ -77,6 +80,7 @@ class Engine:
         state["n"] = state.get("n", 0) + 1
         turn = _Turn(self, state, text, route, conversation_id, user, now)
         turn.process()
+        turn.remember()
         top = state["stack"][-1] if state["stack"] else None
         turn.out.flow = top["flow"] if top else None
         turn.out.slots = dict(top["slots"]) if top else {}
@@ -92,6 +96,7 @@ class _Turn:
         self.cid, self.user, self.now = cid, user, now
         self.out = Outcome(kind=route.kind, intent=route.intent)
         self.steps = 0
+        self.answered: list[tuple[str, Any]] = []  # (entity, value) of slots answered this turn
 
     @property
     def threshold(self) -> float:
@@ -113,6 +118,24 @@ class _Turn:
     def say(self, text: str, buttons: tuple[Button, ...] = ()) -> None:
         if text or buttons:
             self.out.effects.append(Say(text, buttons))
+
+    def remember(self) -> None:
+        """Keep the value of each remembered entity the visitor named this turn, in the message
+        or as a slot's answer, with the turn number, for ``SlotFiller.recall`` later; a turn that
+        named two values of one entity leaves none to recall."""
+        names = self.e.remembered
+        if not names:
+            return
+        memory = self.state.setdefault("memory", {})
+        named: dict[str, list[Any]] = {}
+        for name, value in [(m.name, m.value) for m in getattr(self.route, "entities", ()) or ()] + self.answered:
+            if name in names and value not in named.setdefault(name, []):
+                named[name].append(value)
+        for name, values in named.items():
+            if len(values) == 1:
+                memory[name] = [values[0], self.state["n"]]
+            else:  # "compare the X3 and the X5": a later "it" could be either, so ask
+                memory.pop(name, None)
 
     def variables(self, frame: dict | None) -> dict[str, Any]:
         slots: dict[str, Any] = {}
@@ -212,6 +235,9 @@ class _Turn:
             if carry and carry.get(name) is not None:
                 frame["slots"][name] = carry[name]
         self.e.filler.prefill(program.flow, frame, self.route, self.context_fields(frame))
+        memory = self.state.get("memory")
+        if memory and any(slot.remember for slot in program.flow.slots.values()):
+            self.e.filler.recall(program.flow, frame, memory, self.state["n"], self.context_fields(frame))
         if self.stack and self.stack[-1]["flow"] == flow_id:
             self.stack.pop()  # asked for the same thing again: start it afresh
         self.stack.append(frame)
@@ -233,6 +259,8 @@ class _Turn:
         if filled.ok and not (strong_other and (route.kind == "rule" or not checked)):
             self.out.kind, self.out.intent = "flow", (program.flow.triggers or (None,))[0]
             frame["slots"][slot.name] = filled.value
+            if slot.entity in self.e.remembered:
+                self.answered.append((slot.entity, filled.value))
             self.e.filler.correct(program.flow, frame, route, self.context_fields(frame), skip=slot.name)
             frame["asking"], frame["attempts"] = None, 0
             frame["pc"] += 1

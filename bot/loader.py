@@ -9,7 +9,7 @@ from typing import Any
 
 from . import schemacheck, yamlfile
 from .actions import ActionRegistry, discover
-from .config import (DEFAULT_MESSAGES, FALLBACK_FLOW, STEP_KINDS, Button, Config, EntityDef, Flow,
+from .config import (DEFAULT_MESSAGES, FALLBACK_FLOW, REMEMBER_TURNS, STEP_KINDS, Button, Config, EntityDef, Flow,
                      IntentDef, IntentsConfig, LLMSettings, RouterSettings, SlotDef, Source, Step, texts)
 from .errors import ConfigError, ConfigErrors
 from .redaction import PrivacySettings, PrivacySettingsError
@@ -26,6 +26,13 @@ def _buttons(raw: Any) -> tuple[Button, ...]:
         else:
             out.append(Button(str(b), str(b)))
     return tuple(out)
+
+
+def remember_turns(raw: Any) -> int:
+    """A slot's ``remember``: true is REMEMBER_TURNS, a number that many turns, false or absent 0."""
+    if raw is True:
+        return REMEMBER_TURNS
+    return int(raw) if raw else 0
 
 
 def _source(doc: YamlDoc, path: tuple, key: bool = True) -> Source:
@@ -153,7 +160,7 @@ class Loader:
             slots[name] = SlotDef(name, raw.get("entity"), texts(raw.get("ask")), texts(raw.get("reprompt")),
                                   tuple(str(c) for c in raw.get("choices") or ()), raw.get("regex"),
                                   raw.get("validate"), int(raw.get("max_attempts", 3)), raw.get("on_fail"),
-                                  _source(doc, ("slots", name)))
+                                  _source(doc, ("slots", name)), remember_turns(raw.get("remember")))
         steps = self._steps(doc, ("steps",), data["steps"])
         return Flow(flow_id, steps, triggers, MappingProxyType(slots), data.get("description", ""),
                     texts(data.get("error")), Source(doc.name, 1, 1))
