@@ -112,10 +112,10 @@ def check_contact(ctx: Context) -> Reply | str:
 def prepare_booking(ctx: Context) -> Reply:
     """Check the collected answers again and set the summary labels.
 
-    Sets ``car_label``, ``date_label`` and ``contact_kind``. A day or time changed by a
-    correction ("actually make it Sunday") skipped the slot's validator, so both are checked
-    here too; a bad one is emptied (with the confirmation), with the reason, and the flow
-    goes back to step ``collect`` to ask for it again.
+    Sets ``car_label``, ``date_label`` and ``contact_kind``. Each slot's validator saw its own
+    value only (a time checked for Friday, then the day corrected to Saturday), so day and
+    time are checked together here; a bad one is emptied (with the confirmation), with the
+    reason, and the flow goes back to step ``collect`` to ask for it again.
     """
     day = date.fromisoformat(str(ctx.slots["date"]))
     problem = _day_problem(day, ctx)
