@@ -77,6 +77,19 @@ def _fresh_process(cache_dir: Path, classifier: str) -> tuple[float, float]:
     return seconds, kib / 1024
 
 
+def latency_ms(router: Router, texts: list[str], warm_up: list[str]) -> tuple[float, float]:
+    """p50 and p99 of ``route()`` in ms over ``texts``, each routed afresh (not from its memory)."""
+    for text in warm_up:
+        router.route(text)
+    router.forget()
+    times = []
+    for text in texts:
+        started = time.perf_counter()
+        router.route(text)
+        times.append(time.perf_counter() - started)
+    return float(np.percentile(times, 50)) * 1000, float(np.percentile(times, 99)) * 1000
+
+
 def measure(data: dict[str, list[tuple[str, str | None]]], classifier: str) -> dict[str, float]:
     """Accuracy at the val-chosen thresholds, latency, build/load time and RSS for one classifier."""
     config = make_intents(data, classifier)
@@ -98,18 +111,10 @@ def measure(data: dict[str, list[tuple[str, str | None]]], classifier: str) -> d
     acc_b, rec_b = evaluate(router, test, balanced.threshold, balanced.margin)
     acc_0, rec_0 = evaluate(router, test, 0.0, 0.0)
     texts = [t for t, _ in test][:LATENCY_MESSAGES]
-    for t, _ in val[:50]:
-        router.route(t)
-    router.forget()  # every timed message is routed afresh, not answered from route()'s memory
-    times = []
-    for t in texts:
-        started = time.perf_counter()
-        router.route(t)
-        times.append(time.perf_counter() - started)
+    p50, p99 = latency_ms(router, texts, warm_up=[t for t, _ in val[:50]])
     return {"threshold": chosen.threshold, "val_recall": chosen.oos_recall, "margin": chosen.margin,
             "acc": acc, "rec": rec, "threshold_b": balanced.threshold, "acc_b": acc_b, "rec_b": rec_b,
-            "acc_0": acc_0, "rec_0": rec_0, "p50": float(np.percentile(times, 50)) * 1000,
-            "p99": float(np.percentile(times, 99)) * 1000, "n_latency": len(texts), "build": build_s,
+            "acc_0": acc_0, "rec_0": rec_0, "p50": p50, "p99": p99, "n_latency": len(texts), "build": build_s,
             "load": load_s, "fresh": fresh_s, "rss": rss, "examples": sum(len(i.examples) for i in config.intents.values())}
 
 

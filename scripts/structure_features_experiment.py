@@ -178,7 +178,7 @@ def restore() -> None:
 
 
 def run_clinc(specs: list[str]) -> None:
-    from bench.router_clinc150 import evaluate, load_data, make_intents
+    from bench.router_clinc150 import evaluate, latency_ms, load_data, make_intents
     from bot.calibrate import calibrate
 
     data = load_data()
@@ -194,15 +194,7 @@ def run_clinc(specs: list[str]) -> None:
         acc0, _ = evaluate(router, test, 0.0, 0.0)
         vacc0, _ = evaluate(router, val, 0.0, 0.0)
         texts = [t for t, _ in test][:2000]
-        for text in texts[:50]:
-            router.route(text)
-        router.forget()
-        times = []
-        for text in texts:
-            t0 = time.perf_counter()
-            router.route(text)
-            times.append(time.perf_counter() - t0)
-        p50, p99 = (float(np.percentile(times, q)) * 1000 for q in (50, 99))
+        p50, p99 = latency_ms(router, texts, warm_up=texts[:50])
         restore()
         print(f"{spec:<28} test {acc:.1f} / {rec:.1f} (thr {chosen.threshold:.2f})  no-thr {acc0:.1f}  | val "
               f"{100 * chosen.in_scope_accuracy:.1f} / {100 * chosen.oos_recall:.1f} no-thr {vacc0:.1f} | build "

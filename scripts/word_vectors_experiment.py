@@ -150,7 +150,7 @@ def make_router(intents: object, table: WordVectors | None, weight: float, share
 
 
 def run_clinc(table: WordVectors, weights: list[float], shares: list[str]) -> None:
-    from bench.router_clinc150 import evaluate, load_data, make_intents
+    from bench.router_clinc150 import evaluate, latency_ms, load_data, make_intents
     from bot.calibrate import calibrate
 
     data = load_data()
@@ -165,14 +165,7 @@ def run_clinc(table: WordVectors, weights: list[float], shares: list[str]) -> No
             acc, rec = evaluate(router, test, chosen.threshold, chosen.margin)
             acc0, _ = evaluate(router, test, 0.0, 0.0)
             texts = [t for t, _ in test][:2000]
-            for text in texts[:50]:
-                router.route(text)
-            times = []
-            for text in texts:
-                started = time.perf_counter()
-                router.route(text)
-                times.append(time.perf_counter() - started)
-            p50, p99 = (float(np.percentile(times, q)) * 1000 for q in (50, 99))
+            p50, p99 = latency_ms(router, texts, warm_up=texts[:50])
             print(f"weight {weight:<4} share {share:<5} calibrated {acc:.1f} / {rec:.1f} (threshold "
                   f"{chosen.threshold:.2f})  no threshold {acc0:.1f}  build {build:.1f} s ({cpu:.1f} s CPU)  "
                   f"route p50 {p50:.2f} ms p99 {p99:.2f} ms", flush=True)
