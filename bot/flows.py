@@ -263,25 +263,36 @@ class _Turn:
                 self.answered.append((slot.entity, filled.value))
             self.e.filler.correct(program.flow, frame, route, self.context_fields(frame), skip=slot.name)
             frame["asking"], frame["attempts"] = None, 0
-            frame["pc"] += 1
+            if self.asked_at_pc(program, frame, slot.name):
+                frame["pc"] += 1  # otherwise it answered a side question; the step at pc asks its own again
             self.run(frame)
             return
         if strong_other and not CORRECTION_CUE.search(self.text):
             self.routed()
             return
-        changed = self.e.filler.correct(program.flow, frame, route, self.context_fields(frame), skip=slot.name)
-        if strong_other and not changed:
+        fixes = self.e.filler.correct(program.flow, frame, route, self.context_fields(frame), skip=slot.name)
+        if strong_other and not fixes.changed:
             self.routed()
             return
         self.out.kind, self.out.intent = "flow", (program.flow.triggers or (None,))[0]
-        if changed:
-            name, value = changed[0]
+        if fixes.changed:
+            name, value = fixes.changed[0]
             self.say(self.message("corrected", slot=name, value=value))
             self.ask_again(frame)
+            return
+        if fixes.refused and not filled.ok:
+            # "actually make it Sunday" at the time question: say why not (the check's own words
+            # ask for another day), take the answer for that slot, then the open question again.
+            name, reason = fixes.refused[0]
+            self.say(reason, self.slot_buttons(program.flow.slots[name]))
+            frame["asking"], frame["attempts"] = name, 0
             return
         frame["attempts"] += 1
         if frame["attempts"] >= slot.max_attempts:
             frame["asking"], frame["attempts"] = None, 0
+            if not self.asked_at_pc(program, frame, slot.name):
+                self.run(frame)  # a side question gave up: the slot keeps its value, back to the open question
+                return
             if slot.on_fail:
                 from .steps import jump  # the same goto as a step's
 
@@ -297,6 +308,12 @@ class _Turn:
             self.say(self.render(text, variables), self.slot_buttons(slot))
         else:
             self.say(self.render(self.pick(slot.ask), variables), self.slot_buttons(slot))
+
+    @staticmethod
+    def asked_at_pc(program: Any, frame: dict, slot: str) -> bool:
+        """Whether the step the flow stands on asks ``slot`` (else the slot is a side question)."""
+        ins = program.code[frame["pc"]] if frame["pc"] < len(program.code) else None
+        return ins is not None and ins.op == "ask" and ins.value == slot
 
     def ask_again(self, frame: dict) -> None:
         frame["asking"] = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 import difflib
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
 
@@ -13,6 +13,12 @@ from .config import Flow, SlotDef
 from .errors import ActionError
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Corrections:
+    changed: list[tuple[str, Any]] = field(default_factory=list)   # (slot, new value)
+    refused: list[tuple[str, str]] = field(default_factory=list)   # (slot, its checks' own words why)
 
 
 @dataclass(frozen=True)
@@ -62,9 +68,10 @@ class SlotFiller:
                 frame["slots"][slot.name] = checked.value
                 log.debug("slot %r of flow %r: %r from turn %d", slot.name, flow.id, checked.value, named)
 
-    def correct(self, flow: Flow, frame: dict, route: Any, fields: dict, *, skip: str) -> list[tuple[str, Any]]:
-        """Change filled slots whose entity the message mentions with a new, valid value."""
-        changed = []
+    def correct(self, flow: Flow, frame: dict, route: Any, fields: dict, *, skip: str) -> Corrections:
+        """Change filled slots whose entity the message mentions with a new, valid value; a new
+        value the slot's checks refuse with a reason is listed with that reason."""
+        out = Corrections()
         found = _matches_for(flow, route)
         for slot in flow.slots.values():
             if slot.name == skip or not slot.entity or frame["slots"].get(slot.name) is None:
@@ -75,8 +82,10 @@ class SlotFiller:
                 checked = self.accept(slot, values[0], fields)
                 if checked.ok and checked.error is None:
                     frame["slots"][slot.name] = checked.value
-                    changed.append((slot.name, checked.value))
-        return changed
+                    out.changed.append((slot.name, checked.value))
+                elif checked.reprompt:
+                    out.refused.append((slot.name, checked.reprompt))
+        return out
 
     def fill(self, slot: SlotDef, text: str, route: Any, frame: dict, fields: dict, now: datetime | None) -> Filled:
         value: Any
