@@ -302,12 +302,11 @@ class _Turn:
                 self.stack.pop()
                 self.say(self.message("gave_up"))
             return
-        text = filled.reprompt or (self.pick(slot.reprompt) if slot.reprompt else "")
-        variables = self.variables(frame)
-        if text:
-            self.say(self.render(text, variables), self.slot_buttons(slot))
-        else:
-            self.say(self.render(self.pick(slot.ask), variables), self.slot_buttons(slot))
+        if filled.reprompt:  # a handler's words are said as they are, like an action's text: never a template
+            self.say(filled.reprompt, self.slot_buttons(slot))
+            return
+        text = self.pick(slot.reprompt) if slot.reprompt else self.pick(slot.ask)
+        self.say(self.render(text, self.variables(frame)), self.slot_buttons(slot))
 
     @staticmethod
     def asked_at_pc(program: Any, frame: dict, slot: str) -> bool:

@@ -123,6 +123,20 @@ def test_reprompt_then_give_up_after_max_attempts(make_bot) -> None:
     assert gave_up.flow is None
 
 
+def test_a_validators_words_are_said_as_they_are_not_run_as_a_template(make_bot) -> None:
+    flow = PAINT.replace('coats: {ask: "How many coats?", regex: \'^[1-3]$\', reprompt: "1, 2 or 3 coats?"}',
+                         'coats: {ask: "How many coats?", validate: check_coats}')
+    assert flow != PAINT
+
+    def check_coats(ctx):  # echoes the visitor's answer, as handlers may
+        return None if str(ctx.slots["coats"]) in ("1", "2", "3") else f"{ctx.slots['coats']} is not 1, 2 or 3."
+
+    bot = make_bot(INTENTS, {"paint": flow, "weather": WEATHER, "loop": LOOP}, {"quote": quote, "check_coats": check_coats})
+    chat = ChatTester(bot)
+    chat.say("paint it red")
+    assert chat.say("{{ 7 * 7 }}").text == "{{ 7 * 7 }} is not 1, 2 or 3."
+
+
 def test_regex_slot_rejects_then_accepts(make_bot) -> None:
     chat = ChatTester(paint_bot(make_bot))
     chat.say("paint it red please")
