@@ -22,7 +22,7 @@ from .softmax import fit_softmax
 log = logging.getLogger(__name__)
 
 _SKLEARN_VERSION = importlib.metadata.version("scikit-learn")
-CACHE_VERSION = 5  # bump when a model class changes shape or what it is built from
+CACHE_VERSION = 6  # bump when a model class changes shape or what it is built from
 _KEEP_CACHE_FILES = 8
 _WORD = re.compile(r"\w+")
 

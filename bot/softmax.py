@@ -7,10 +7,23 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy import sparse
+from scipy.linalg.blas import saxpy, sdot
+from threadpoolctl import threadpool_limits
 
 log = logging.getLogger(__name__)
 
 _Pair = tuple[np.ndarray, np.ndarray]
+
+
+def _axpy(alpha: float, x: np.ndarray, y: np.ndarray) -> None:
+    """``y += alpha * x`` in place by BLAS ``saxpy``: one pass over the weights, no temporary."""
+    flat = y.reshape(-1)  # a view: y is C-contiguous float32
+    if saxpy(x.reshape(-1), flat, a=alpha) is not flat:
+        raise RuntimeError("saxpy did not work in place")
+
+
+def _sdot(a: np.ndarray, b: np.ndarray) -> float:
+    return float(sdot(a.reshape(-1), b.reshape(-1)))
 
 
 def fit_softmax(x: sparse.csr_matrix, gold: np.ndarray, n_classes: int, c: float, *,
@@ -20,7 +33,8 @@ def fit_softmax(x: sparse.csr_matrix, gold: np.ndarray, n_classes: int, c: float
 
     Minimises mean cross-entropy + ||W||^2 / (2 c n) (the intercept is not penalised) from zero,
     with Armijo backtracking; stops after ``max_iter`` iterations or when no gradient component
-    exceeds ``gtol``. Deterministic: the same input gives the same weights.
+    exceeds ``gtol``. Deterministic: the same input gives the same weights on the same machine
+    (BLAS kernels, which differ between CPUs, do the vector updates).
 
     Args:
         x: sparse features, one row per example.
@@ -38,7 +52,8 @@ def fit_softmax(x: sparse.csr_matrix, gold: np.ndarray, n_classes: int, c: float
     d = np.zeros((n, 0), dtype=np.float32) if dense is None else np.ascontiguousarray(dense, dtype=np.float32)
     lam, half = np.float32(1.0 / (c * n)), int(np.searchsorted(x.indptr, x.nnz // 2))
     blocks = [(0, half), (half, n)]  # x @ w: two row blocks, a thread each
-    with ThreadPoolExecutor(2) as pool:
+    # BLAS on one thread: its own threads would spin beside the two sparse-product threads
+    with ThreadPoolExecutor(2) as pool, threadpool_limits(1, user_api="blas"):
         return _Fit(x, d, blocks, pool, gold, n_classes, lam).lbfgs(max_iter, memory, gtol)
 
 
@@ -77,7 +92,7 @@ class _Fit:
         np.exp(z, out=z)
         z /= z.sum(axis=1, keepdims=True)
         loss = (-float(np.log(np.maximum(z[self.rows, self.gold], 1e-30)).sum()) / n
-                + 0.5 * float(self.lam * np.vdot(w, w)))
+                + 0.5 * float(self.lam) * _sdot(w, w))
         z[self.rows, self.gold] -= 1.0
         z /= n
         grad_w = np.empty_like(w)
@@ -88,25 +103,25 @@ class _Fit:
         list(self.pool.map(block, self.t_parts))
         if self.dense.shape[1]:
             grad_w[p:] = self.dense.T @ z
-        grad_w += self.lam * w
+        _axpy(float(self.lam), w, grad_w)
         return loss, grad_w, z.sum(axis=0)
 
     def lbfgs(self, max_iter: int, memory: int, gtol: float) -> tuple[np.ndarray, np.ndarray]:
         def dot(a: _Pair, b: _Pair) -> float:
-            return float(np.vdot(a[0], b[0])) + float(np.vdot(a[1], b[1]))
+            return _sdot(a[0], b[0]) + float(np.vdot(a[1], b[1]))
         w = np.zeros((self.x.shape[1] + self.dense.shape[1], self.n_classes), dtype=np.float32)
         b = np.zeros(self.n_classes, dtype=np.float32)
         f, gw, gb = self.loss_grad(w, b)
         history: list[tuple[_Pair, _Pair, float]] = []
         for _ in range(max_iter):
-            if max(float(np.abs(gw).max(initial=0.0)), float(np.abs(gb).max())) <= gtol:
+            if max(float(gw.max(initial=0.0)), -float(gw.min(initial=0.0)), float(np.abs(gb).max())) <= gtol:
                 break
             qw, qb = gw.copy(), gb.copy()  # two-loop recursion: the direction is H^-1 g
             alphas = []
             for s, y, rho in reversed(history):
                 alpha = rho * dot(s, (qw, qb))
                 alphas.append(alpha)
-                qw -= np.float32(alpha) * y[0]
+                _axpy(-alpha, y[0], qw)
                 qb -= np.float32(alpha) * y[1]
             if history:
                 s, y, _ = history[-1]
@@ -117,7 +132,7 @@ class _Fit:
             qb *= np.float32(scale)
             for (s, y, rho), alpha in zip(history, reversed(alphas)):
                 beta = rho * dot(y, (qw, qb))
-                qw += np.float32(alpha - beta) * s[0]
+                _axpy(alpha - beta, s[0], qw)
                 qb += np.float32(alpha - beta) * s[1]
             slope = -dot((gw, gb), (qw, qb))
             step = 1.0
