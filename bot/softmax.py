@@ -7,8 +7,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy import sparse
-from scipy.linalg.blas import saxpy, sdot
-from threadpoolctl import threadpool_limits
 
 log = logging.getLogger(__name__)
 
@@ -17,12 +15,16 @@ _Pair = tuple[np.ndarray, np.ndarray]
 
 def _axpy(alpha: float, x: np.ndarray, y: np.ndarray) -> None:
     """``y += alpha * x`` in place by BLAS ``saxpy``: one pass over the weights, no temporary."""
+    from scipy.linalg.blas import saxpy  # here, not at import: a process that only loads a model keeps 7 MiB
+
     flat = y.reshape(-1)  # a view: y is C-contiguous float32
     if saxpy(x.reshape(-1), flat, a=alpha) is not flat:
         raise RuntimeError("saxpy did not work in place")
 
 
 def _sdot(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.linalg.blas import sdot
+
     return float(sdot(a.reshape(-1), b.reshape(-1)))
 
 
@@ -52,6 +54,9 @@ def fit_softmax(x: sparse.csr_matrix, gold: np.ndarray, n_classes: int, c: float
     d = np.zeros((n, 0), dtype=np.float32) if dense is None else np.ascontiguousarray(dense, dtype=np.float32)
     lam, half = np.float32(1.0 / (c * n)), int(np.searchsorted(x.indptr, x.nnz // 2))
     blocks = [(0, half), (half, n)]  # x @ w: two row blocks, a thread each
+    import scipy.linalg.blas  # noqa: F401 -- loaded before the limit below, which covers loaded libraries only
+    from threadpoolctl import threadpool_limits
+
     # BLAS on one thread: its own threads would spin beside the two sparse-product threads
     with ThreadPoolExecutor(2) as pool, threadpool_limits(1, user_api="blas"):
         return _Fit(x, d, blocks, pool, gold, n_classes, lam).lbfgs(max_iter, memory, gtol)

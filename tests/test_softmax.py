@@ -34,3 +34,24 @@ def test_a_dense_block_fits_as_the_same_columns_would_in_the_sparse_matrix() -> 
     assert w.shape == (35, 3)
     np.testing.assert_allclose(w, w_all, atol=1e-3)
     np.testing.assert_allclose(b, b_all, atol=1e-3)
+
+
+def test_the_fit_holds_every_blas_library_to_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """BLAS threads would spin beside the fit's two sparse-product threads (a third more CPU on
+    CLINC150); the limit must also cover scipy's own BLAS, which does the L-BFGS updates."""
+    from threadpoolctl import threadpool_info
+
+    from bot import softmax
+
+    seen: list[dict[str, int]] = []
+    real = softmax._axpy
+
+    def watching(alpha: float, x: np.ndarray, y: np.ndarray) -> None:
+        seen.append({i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
+        real(alpha, x, y)
+
+    monkeypatch.setattr(softmax, "_axpy", watching)
+    x = sparse.random(100, 20, density=0.3, random_state=2, format="csr", dtype=np.float32)
+    fit_softmax(x, np.arange(100) % 3, 3, 1.0, max_iter=5)
+    assert seen and all(threads == 1 for during in seen for threads in during.values())
+    assert any("scipy" in path for during in seen for path in during)
