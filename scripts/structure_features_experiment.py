@@ -92,15 +92,21 @@ class StructModel(TfidfModel):
         base = super()._features(texts, word_docs, char_docs)
         if not hasattr(self, "struct"):
             return base
-        indptr, indices, data = [0], [], []
-        for text in texts:
-            idx, vals = self.struct.row(self.struct_analyzer(text))
-            indices.extend(idx)
-            data.append(vals * self.weight)
-            indptr.append(len(indices))
-        values = np.concatenate(data).astype(np.float32) if data else np.zeros(0, dtype=np.float32)
-        extra = sparse.csr_matrix((values, indices, indptr), shape=(len(texts), len(self.struct.vocab)))
-        return sparse.hstack([base, extra], format="csr", dtype=np.float32)
+        return with_struct_block(base, self.struct, self.struct_analyzer, texts, self.weight)
+
+
+def with_struct_block(base: sparse.csr_matrix, struct: _Tfidf, analyzer: Callable[[str], list[str]],
+                      texts: Sequence[str], weight: float) -> sparse.csr_matrix:
+    """``base`` with the structure block's TF-IDF rows (times ``weight``) as more columns."""
+    indptr, indices, data = [0], [], []
+    for text in texts:
+        idx, vals = struct.row(analyzer(text))
+        indices.extend(idx)
+        data.append(vals * weight)
+        indptr.append(len(indices))
+    values = np.concatenate(data).astype(np.float32) if data else np.zeros(0, dtype=np.float32)
+    extra = sparse.csr_matrix((values, indices, indptr), shape=(len(texts), len(struct.vocab)))
+    return sparse.hstack([base, extra], format="csr", dtype=np.float32)
 
 
 class SvmEnsemble:
@@ -115,14 +121,18 @@ class SvmEnsemble:
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         x = self.model.features(texts)
-        p = self.model.predict_proba(texts)
-        z = self.svm.decision_function(x) / self.t
-        z -= z.max(axis=1, keepdims=True)
-        q = np.exp(z)
-        q /= q.sum(axis=1, keepdims=True)
-        out = (p + q) / 2
+        out = averaged(self.model.predict_proba(texts), self.svm.decision_function(x), self.t)
         out[np.diff(x.indptr) == 0] = 0.0
         return out
+
+
+def averaged(p: np.ndarray, svm_scores: np.ndarray, t: float) -> np.ndarray:
+    """The mean of probabilities ``p`` and softmax(svm_scores / t)."""
+    z = svm_scores / t
+    z -= z.max(axis=1, keepdims=True)
+    q = np.exp(z)
+    q /= q.sum(axis=1, keepdims=True)
+    return (p + q) / 2
 
 
 def parse_variant(spec: str) -> dict[str, object]:

@@ -84,15 +84,7 @@ class ComboModel(TfidfModel):
         base = super()._features(texts, word_docs, char_docs)
         if getattr(self, "struct_analyzer", None) is None or not hasattr(self, "struct"):
             return base
-        indptr, indices, data = [0], [], []
-        for text in texts:
-            idx, vals = self.struct.row(self.struct_analyzer(text))
-            indices.extend(idx)
-            data.append(vals * self.sweight)
-            indptr.append(len(indices))
-        values = np.concatenate(data).astype(np.float32) if data else np.zeros(0, dtype=np.float32)
-        extra = sparse.csr_matrix((values, indices, indptr), shape=(len(texts), len(self.struct.vocab)))
-        return sparse.hstack([base, extra], format="csr", dtype=np.float32)
+        return structure.with_struct_block(base, self.struct, self.struct_analyzer, texts, self.sweight)
 
     def logits(self, texts: Sequence[str]) -> tuple[np.ndarray, sparse.csr_matrix]:
         x = self.features(texts)
@@ -125,13 +117,8 @@ class Ensemble:
         return sparse.hstack([x, sparse.csr_matrix(self.model.block.matrix(texts))], format="csr", dtype=np.float32)
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        x = self._x(texts)
         p = self.model.predict_proba(texts)
-        z = self.svm.decision_function(x) / self.t
-        z -= z.max(axis=1, keepdims=True)
-        q = np.exp(z)
-        q /= q.sum(axis=1, keepdims=True)
-        out = (p + q) / 2
+        out = structure.averaged(p, self.svm.decision_function(self._x(texts)), self.t)
         out[p.sum(axis=1) == 0] = 0.0
         return out
 
