@@ -27,6 +27,7 @@ DEFAULT_MESSAGES: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "gave_up": ("Sorry, I still couldn't use that answer, so let's leave it there. What else can I do for you?",),
     "resumed": ("No problem. What else can I do for you?",),
     "corrected": ("Got it, I've changed that.",),
+    "kept": ("OK, let's keep it as it was.",),
 })
 
 

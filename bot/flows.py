@@ -290,8 +290,9 @@ class _Turn:
         frame["attempts"] += 1
         if frame["attempts"] >= slot.max_attempts:
             frame["asking"], frame["attempts"] = None, 0
-            if not self.asked_at_pc(program, frame, slot.name):
-                self.run(frame)  # a side question gave up: the slot keeps its value, back to the open question
+            if not self.asked_at_pc(program, frame, slot.name):  # a side question: the slot keeps its value
+                self.say(self.message("kept", slot=slot.name))
+                self.run(frame)
                 return
             if slot.on_fail:
                 from .steps import jump  # the same goto as a step's
