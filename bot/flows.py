@@ -73,6 +73,12 @@ class Engine:
         self.remembered = frozenset(s.entity for f in config.flows.values() for s in f.slots.values()
                                     if s.remember and s.entity)
 
+    def still_known(self, entity: str, value: Any) -> bool:
+        """Whether a remembered value is still one of the entity's values (a reload may have removed
+        it); values of built-in and regex entities always are."""
+        definition = self.config.intents.entities.get(entity)
+        return definition is None or definition.kind != "lookup" or value in definition.values
+
     # -- entry point ------------------------------------------------------------------------
     def advance(self, state: dict, text: str, route: Any, *, conversation_id: str = "",
                 user: Mapping[str, Any] | None = None, now: datetime | None = None) -> Outcome:
@@ -237,7 +243,8 @@ class _Turn:
         self.e.filler.prefill(program.flow, frame, self.route, self.context_fields(frame))
         memory = self.state.get("memory")
         if memory and any(slot.remember for slot in program.flow.slots.values()):
-            self.e.filler.recall(program.flow, frame, memory, self.state["n"], self.context_fields(frame))
+            known = {name: entry for name, entry in memory.items() if self.e.still_known(name, entry[0])}
+            self.e.filler.recall(program.flow, frame, known, self.state["n"], self.context_fields(frame))
         if self.stack and self.stack[-1]["flow"] == flow_id:
             self.stack.pop()  # asked for the same thing again: start it afresh
         self.stack.append(frame)

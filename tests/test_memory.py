@@ -204,3 +204,16 @@ def test_remember_mistakes_are_reported_with_their_place(tmp_path, case: str) ->
     with pytest.raises(ConfigErrors) as caught:
         load_config(tmp_path, discover_actions=False)
     assert any(str(error).startswith(message) for error in caught.value.errors), caught.value.format()
+
+
+def test_a_value_the_bot_no_longer_knows_is_not_recalled(make_bot) -> None:
+    """A hot reload can drop an entity value that a conversation still remembers."""
+    chat = ChatTester(make_bot(INTENTS, {"paint": PAINT, "touch_up": TOUCH_UP, "compare": COMPARE, "like": LIKE,
+                                         "weather": WEATHER}, {"check_colour": check_colour}))
+    chat.say("I like navy")
+    reloaded = make_bot(INTENTS.replace("          blue: [blue, navy]\n", ""),
+                        {"paint": PAINT, "touch_up": TOUCH_UP, "compare": COMPARE, "like": LIKE, "weather": WEATHER},
+                        {"check_colour": check_colour})
+    reloaded.store = chat.bot.store  # the same conversations, as after a reload
+    chat.bot = reloaded
+    assert chat.say("paint my car").text == "Which colour?"
