@@ -54,6 +54,7 @@ class Outcome:
     flow: str | None = None
     slots: dict[str, Any] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    recalled: dict[str, Any] = field(default_factory=dict)  # slots filled from memory (`remember:`)
 
 
 def normalise_command(text: str) -> str:
@@ -244,7 +245,8 @@ class _Turn:
         memory = self.state.get("memory")
         if memory and any(slot.remember for slot in program.flow.slots.values()):
             known = {name: entry for name, entry in memory.items() if self.e.still_known(name, entry[0])}
-            self.e.filler.recall(program.flow, frame, known, self.state["n"], self.context_fields(frame))
+            self.out.recalled.update(
+                self.e.filler.recall(program.flow, frame, known, self.state["n"], self.context_fields(frame)))
         if self.stack and self.stack[-1]["flow"] == flow_id:
             self.stack.pop()  # asked for the same thing again: start it afresh
         self.stack.append(frame)

@@ -53,10 +53,11 @@ class SlotFiller:
                 if checked.ok and checked.error is None:
                     frame["slots"][slot.name] = checked.value
 
-    def recall(self, flow: Flow, frame: dict, memory: dict, turn: int, fields: dict) -> None:
+    def recall(self, flow: Flow, frame: dict, memory: dict, turn: int, fields: dict) -> dict[str, Any]:
         """Slots with ``remember`` that are still empty take the value of their entity the visitor
         named in the last ``remember`` turns ("is it electric?" after "what about the Arc"), if
-        their checks accept it and no other slot of the flow already holds it."""
+        their checks accept it and no other slot of the flow already holds it; returns them."""
+        recalled: dict[str, Any] = {}
         for slot in flow.slots.values():
             if not slot.remember or not slot.entity or frame["slots"].get(slot.name) is not None:
                 continue
@@ -65,8 +66,9 @@ class SlotFiller:
                 continue
             checked = self.accept(slot, value, fields)
             if checked.ok and checked.error is None:
-                frame["slots"][slot.name] = checked.value
+                frame["slots"][slot.name] = recalled[slot.name] = checked.value
                 log.debug("slot %r of flow %r: %r from turn %d", slot.name, flow.id, checked.value, named)
+        return recalled
 
     def correct(self, flow: Flow, frame: dict, route: Any, fields: dict, *, skip: str) -> Corrections:
         """Change filled slots whose entity the message mentions with a new, valid value; a new

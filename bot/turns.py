@@ -79,8 +79,10 @@ class TurnRunner:
             route = self.assisted(bot.router.route(text, now=now), text)
             outcome = bot.engine.advance(conv.state, text, route, conversation_id=cid, user=user, now=now)
             turn.kind, turn.intent, turn.flow, turn.slots = outcome.kind, outcome.intent, outcome.flow, outcome.slots
+            # slots taken from memory go in the stored trace, not in the reply's (it shows the public keys)
+            trace = {**route.trace, "recalled": outcome.recalled} if outcome.recalled else route.trace
             turn.route = {"kind": outcome.kind, "intent": outcome.intent, "score": round(float(route.score), 4),
-                          "flow": outcome.flow, "trace": route.trace}
+                          "flow": outcome.flow, "trace": trace}
             if outcome.errors:
                 turn.error = "action"
             try:

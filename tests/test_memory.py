@@ -217,3 +217,12 @@ def test_a_value_the_bot_no_longer_knows_is_not_recalled(make_bot) -> None:
     reloaded.store = chat.bot.store  # the same conversations, as after a reload
     chat.bot = reloaded
     assert chat.say("paint my car").text == "Which colour?"
+
+
+def test_the_stored_trace_says_which_slots_came_from_memory(chat: ChatTester) -> None:
+    chat.say("I like navy")
+    painted = chat.say("paint my car")
+    assert painted.route["trace"]["recalled"] == {"colour": "blue"}
+    stored = chat.bot.store.transcript(chat.conversation_id)
+    assert stored[-1]["route"]["trace"]["recalled"] == {"colour": "blue"}
+    assert "recalled" not in stored[0]["route"]["trace"]      # nothing came from memory there
