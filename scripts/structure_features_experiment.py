@@ -188,8 +188,7 @@ def restore() -> None:
 
 
 def run_clinc(specs: list[str]) -> None:
-    from bench.router_clinc150 import evaluate, latency_ms, load_data, make_intents
-    from bot.calibrate import calibrate
+    from bench.router_clinc150 import load_data, make_intents
 
     data = load_data()
     intents = make_intents(data)
@@ -199,16 +198,25 @@ def run_clinc(specs: list[str]) -> None:
         started, cpu = time.perf_counter(), time.process_time()
         router = make_router(intents, v)
         build, cpu = time.perf_counter() - started, time.process_time() - cpu
-        chosen = calibrate(router, val)
-        acc, rec = evaluate(router, test, chosen.threshold, chosen.margin)
-        acc0, _ = evaluate(router, test, 0.0, 0.0)
-        vacc0, _ = evaluate(router, val, 0.0, 0.0)
-        texts = [t for t, _ in test][:2000]
-        p50, p99 = latency_ms(router, texts, warm_up=texts[:50])
+        line = result_line(spec, router, val, test, f"build {build:.1f} s ({cpu:.1f} CPU)")
         restore()
-        print(f"{spec:<28} test {acc:.1f} / {rec:.1f} (thr {chosen.threshold:.2f})  no-thr {acc0:.1f}  | val "
-              f"{100 * chosen.in_scope_accuracy:.1f} / {100 * chosen.oos_recall:.1f} no-thr {vacc0:.1f} | build "
-              f"{build:.1f} s ({cpu:.1f} CPU)  p50 {p50:.2f} p99 {p99:.2f} ms", flush=True)
+        print(line, flush=True)
+
+
+def result_line(spec: str, router: object, val: list, test: list, build: str) -> str:
+    """One variant's numbers: calibrated test and val (as the bench's bold row), no-threshold, build, latency."""
+    from bench.router_clinc150 import evaluate, latency_ms
+    from bot.calibrate import calibrate
+
+    chosen = calibrate(router, val)
+    acc, rec = evaluate(router, test, chosen.threshold, chosen.margin)
+    acc0, _ = evaluate(router, test, 0.0, 0.0)
+    vacc0, _ = evaluate(router, val, 0.0, 0.0)
+    texts = [t for t, _ in test][:2000]
+    p50, p99 = latency_ms(router, texts, warm_up=texts[:50])
+    return (f"{spec:<34} test {acc:.1f} / {rec:.1f} (thr {chosen.threshold:.2f})  no-thr {acc0:.1f} | val "
+            f"{100 * chosen.in_scope_accuracy:.1f} / {100 * chosen.oos_recall:.1f} no-thr {vacc0:.1f} | {build}  "
+            f"p50 {p50:.2f} p99 {p99:.2f} ms")
 
 
 def run_demo(specs: list[str]) -> None:

@@ -165,8 +165,7 @@ def make_router(intents: object, v: dict[str, object], table: wv.WordVectors) ->
 
 
 def run_clinc(specs: list[str], table: wv.WordVectors) -> None:
-    from bench.router_clinc150 import evaluate, latency_ms, load_data, make_intents
-    from bot.calibrate import calibrate
+    from bench.router_clinc150 import load_data, make_intents
 
     data = load_data()
     intents = make_intents(data)
@@ -180,15 +179,8 @@ def run_clinc(specs: list[str], table: wv.WordVectors) -> None:
         build, cpu = time.perf_counter() - started, time.process_time() - cpu
         model = getattr(router.model, "model", router.model)
         weights = model.coef.shape[0]
-        chosen = calibrate(router, val)
-        acc, rec = evaluate(router, test, chosen.threshold, chosen.margin)
-        acc0, _ = evaluate(router, test, 0.0, 0.0)
-        vacc0, _ = evaluate(router, val, 0.0, 0.0)
-        texts = [t for t, _ in test][:2000]
-        p50, p99 = latency_ms(router, texts, warm_up=texts[:50])
-        print(f"{spec:<34} test {acc:.1f} / {rec:.1f} (thr {chosen.threshold:.2f})  no-thr {acc0:.1f} | val "
-              f"{100 * chosen.in_scope_accuracy:.1f} / {100 * chosen.oos_recall:.1f} no-thr {vacc0:.1f} | build "
-              f"{build:.1f} s ({cpu:.1f} CPU, {weights} feature rows)  p50 {p50:.2f} p99 {p99:.2f} ms", flush=True)
+        print(structure.result_line(spec, router, val, test, f"build {build:.1f} s ({cpu:.1f} CPU, {weights} feature rows)"),
+              flush=True)
 
 
 def main() -> None:
