@@ -62,11 +62,12 @@ class _Checker:
             self.check_texts(values, Source("intents.yaml", *self.docs["intents.yaml"].position(("messages", key))),
                              None, allowed=("options", "flow", "user", "slot", "value"))
 
-    def item_source(self, owner: Source, path: tuple) -> Source:
+    def item_source(self, owner: Source, path: tuple, *, key: bool = False) -> Source:
+        """Where ``path`` is in ``owner``'s file: its value, or with ``key`` its key."""
         doc = self.docs.get(owner.file)
         if doc is None:
             return owner
-        line, col = doc.position(path)
+        line, col = doc.position(path, key=key)
         return Source(owner.file, line, col)
 
     def check_regex(self, pattern: str, src: Source, what: str, entities: Iterable[str] | None = None) -> None:
@@ -102,9 +103,7 @@ class _Checker:
             if slot.on_fail:
                 self.check_target(flow, slot.on_fail, slot.source)
             if slot.remember and not slot.entity:
-                doc = self.docs.get(flow.source.file)
-                line, col = doc.position(("slots", slot.name, "remember"), key=True) if doc else (1, 1)
-                self.error(Source(flow.source.file, line, col),
+                self.error(self.item_source(flow.source, ("slots", slot.name, "remember"), key=True),
                            f"slot {slot.name!r}: 'remember' reuses a value of the slot's entity the visitor named "
                            "earlier, so it needs 'entity:' too (e.g. entity: car_model)")
             self.check_texts(slot.ask + slot.reprompt, slot.source, flow)

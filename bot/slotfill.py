@@ -59,7 +59,7 @@ class SlotFiller:
         their checks accept it and no other slot of the flow already holds it; returns them."""
         recalled: dict[str, Any] = {}
         for slot in flow.slots.values():
-            if not slot.remember or not slot.entity or frame["slots"].get(slot.name) is not None:
+            if not slot.remember or frame["slots"].get(slot.name) is not None:  # the loader ensures an entity
                 continue
             value, named = memory.get(slot.entity) or (None, 0)
             if value is None or turn - named > slot.remember or value in frame["slots"].values():
