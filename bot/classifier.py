@@ -10,6 +10,7 @@ import pickle
 import re
 import tempfile
 from collections import Counter
+from itertools import repeat
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
@@ -22,7 +23,7 @@ from .softmax import fit_softmax
 log = logging.getLogger(__name__)
 
 _SKLEARN_VERSION = importlib.metadata.version("scikit-learn")
-CACHE_VERSION = 6  # bump when a model class changes shape or what it is built from
+CACHE_VERSION = 7  # bump when a model class changes shape or what it is built from
 _KEEP_CACHE_FILES = 8
 _WORD = re.compile(r"\w+")
 
@@ -77,13 +78,50 @@ class _Tfidf:
         n_docs = len(docs)
         self.idf = np.array([math.log((1 + n_docs) / (1 + df[g])) + 1.0 for g in kept])
 
-    def row(self, grams: list[str]) -> tuple[list[int], np.ndarray]:
-        counts = Counter(g for g in grams if g in self.vocab)
-        if not counts:
-            return [], np.zeros(0)
-        idx = [self.vocab[g] for g in counts]
-        vals = np.array([1.0 + math.log(c) for c in counts.values()]) * self.idf[idx]
-        return idx, vals / np.sqrt(vals @ vals)
+    def ids(self, docs: Sequence[list[str]]) -> tuple[np.ndarray, np.ndarray]:
+        """Row and column of every kept n-gram occurrence in the docs, in doc order."""
+        get = self.vocab.get
+        ids: list[int] = []
+        lengths = []
+        for grams in docs:
+            before = len(ids)
+            ids.extend(map(get, grams, repeat(-1)))
+            lengths.append(len(ids) - before)
+        cols = np.array(ids, dtype=np.int64)
+        rows = np.repeat(np.arange(len(docs), dtype=np.int64), lengths)
+        known = cols >= 0
+        return rows[known], cols[known]
+
+
+def tfidf_matrix(blocks: Sequence[_Tfidf], docs: Sequence[Sequence[list[str]]],
+                 weights: Sequence[float] | None = None) -> sparse.csr_matrix:
+    """TF-IDF blocks side by side: row i holds doc i of every block, each block's part L2-normalised.
+
+    Sublinear tf x smooth idf, as scikit-learn's TfidfVectorizer. One numpy pass for any number of
+    docs: every n-gram occurrence becomes ``row * width + column``, and ``np.unique`` counts them and
+    sorts them into CSR order. A doc with no kept n-gram has an empty part. ``weights`` scales the
+    blocks (default 1 each).
+    """
+    n = len(docs[0])
+    rows, cols, idf, starts, width = [], [], [], [], 0
+    for block, block_docs in zip(blocks, docs):
+        r, c = block.ids(block_docs)
+        rows.append(r)
+        cols.append(c + width)
+        idf.append(block.idf)
+        starts.append(width)
+        width += len(block.vocab)
+    keys, counts = np.unique(np.concatenate(rows) * width + np.concatenate(cols), return_counts=True)
+    row, col = np.divmod(keys, max(width, 1))
+    values = (1.0 + np.log(counts)) * np.concatenate(idf)[col]
+    part = row * len(blocks) + np.searchsorted(starts, col, side="right") - 1  # (doc, block) of each value
+    norms = np.sqrt(np.bincount(part, weights=values * values, minlength=n * len(blocks)))
+    if weights is not None:
+        norms /= np.tile(np.asarray(weights, dtype=np.float64), n)
+    values /= norms[part]
+    indptr = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(np.bincount(row, minlength=n), out=indptr[1:])
+    return sparse.csr_matrix((values.astype(np.float32), col.astype(np.int32), indptr), shape=(n, width))
 
 
 class TfidfModel:
@@ -129,18 +167,7 @@ class TfidfModel:
     def _features(self, texts: Sequence[str], word_docs: Sequence[list[str]],
                   char_docs: Sequence[list[str]]) -> sparse.csr_matrix:
         """``features`` with the texts' word and character n-grams already made (training makes them once)."""
-        indptr, indices, data = [0], [], []
-        offset = len(self.words.vocab)
-        for word_grams, char_grams in zip(word_docs, char_docs):
-            wi, wv = self.words.row(word_grams)
-            ci, cv = self.chars.row(char_grams)
-            indices.extend(wi)
-            indices.extend(i + offset for i in ci)
-            data.append(wv)
-            data.append(cv)
-            indptr.append(len(indices))
-        values = np.concatenate(data).astype(np.float32) if data else np.zeros(0, dtype=np.float32)
-        return sparse.csr_matrix((values, indices, indptr), shape=(len(word_docs), offset + len(self.chars.vocab)))
+        return tfidf_matrix([self.words, self.chars], [word_docs, char_docs])
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         x = self.features(texts)

@@ -29,7 +29,7 @@ def _sdot(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def fit_softmax(x: sparse.csr_matrix, gold: np.ndarray, n_classes: int, c: float, *,
-                dense: np.ndarray | None = None, max_iter: int = 40, memory: int = 5,
+                dense: np.ndarray | None = None, max_iter: int = 40, memory: int = 3,
                 gtol: float = 1e-5) -> tuple[np.ndarray, np.ndarray]:
     """Multinomial logistic regression by L-BFGS in float32, as scikit-learn's objective.
 
@@ -89,7 +89,8 @@ class _Fit:
         list(self.pool.map(block, self.parts))  # sparsetools and BLAS release the GIL; a row is one thread's
         return z
 
-    def loss_grad(self, w: np.ndarray, b: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    def loss_grad(self, w: np.ndarray, b: np.ndarray, grad_w: np.ndarray) -> tuple[float, np.ndarray]:
+        """The loss at (w, b); its gradient by w goes into ``grad_w``, by b is returned."""
         n, p = self.x.shape
         z = self.scores(w)
         z += b
@@ -100,7 +101,6 @@ class _Fit:
                 + 0.5 * float(self.lam) * _sdot(w, w))
         z[self.rows, self.gold] -= 1.0
         z /= n
-        grad_w = np.empty_like(w)
 
         def block(part: tuple[int, int, sparse.csr_matrix]) -> None:
             grad_w[part[0]:part[1]] = part[2] @ z
@@ -109,19 +109,28 @@ class _Fit:
         if self.dense.shape[1]:
             grad_w[p:] = self.dense.T @ z
         _axpy(float(self.lam), w, grad_w)
-        return loss, grad_w, z.sum(axis=0)
+        return loss, z.sum(axis=0)
 
     def lbfgs(self, max_iter: int, memory: int, gtol: float) -> tuple[np.ndarray, np.ndarray]:
+        """L-BFGS with Armijo backtracking, on buffers made once.
+
+        The weights are tens of MB on a big bot, so every pass over them counts: the loop works in
+        place (two weight buffers and two gradient buffers that swap roles, ``memory`` + 1 pairs of
+        history buffers that are reused) and never makes a temporary of their size.
+        """
         def dot(a: _Pair, b: _Pair) -> float:
             return _sdot(a[0], b[0]) + float(np.vdot(a[1], b[1]))
-        w = np.zeros((self.x.shape[1] + self.dense.shape[1], self.n_classes), dtype=np.float32)
+        shape = (self.x.shape[1] + self.dense.shape[1], self.n_classes)
+        w, w_new, gw, gw_new, qw = (np.zeros(shape, dtype=np.float32) for _ in range(5))
         b = np.zeros(self.n_classes, dtype=np.float32)
-        f, gw, gb = self.loss_grad(w, b)
+        f, gb = self.loss_grad(w, b, gw)
         history: list[tuple[_Pair, _Pair, float]] = []
+        free: list[tuple[np.ndarray, np.ndarray]] = []  # history buffers not in use
         for _ in range(max_iter):
             if max(float(gw.max(initial=0.0)), -float(gw.min(initial=0.0)), float(np.abs(gb).max())) <= gtol:
                 break
-            qw, qb = gw.copy(), gb.copy()  # two-loop recursion: the direction is H^-1 g
+            np.copyto(qw, gw)  # two-loop recursion: the direction is H^-1 g
+            qb = gb.copy()
             alphas = []
             for s, y, rho in reversed(history):
                 alpha = rho * dot(s, (qw, qb))
@@ -142,14 +151,25 @@ class _Fit:
             slope = -dot((gw, gb), (qw, qb))
             step = 1.0
             while True:
-                w_new, b_new = w - np.float32(step) * qw, b - np.float32(step) * qb
-                f_new, gw_new, gb_new = self.loss_grad(w_new, b_new)
+                np.multiply(qw, np.float32(step), out=w_new)  # w_new = w - step * qw, as two roundings
+                np.subtract(w, w_new, out=w_new)
+                b_new = b - np.float32(step) * qb
+                f_new, gb_new = self.loss_grad(w_new, b_new, gw_new)
                 if f_new <= f + 1e-4 * step * slope or step < 1e-6:
                     break
                 step /= 2
-            s_pair, y_pair = (w_new - w, b_new - b), (gw_new - gw, gb_new - gb)
+            sw, yw = free.pop() if free else (np.empty(shape, np.float32), np.empty(shape, np.float32))
+            np.subtract(w_new, w, out=sw)
+            np.subtract(gw_new, gw, out=yw)
+            s_pair, y_pair = (sw, b_new - b), (yw, gb_new - gb)
             sy = dot(s_pair, y_pair)
             if sy > 1e-12:
-                history = (history + [(s_pair, y_pair, 1.0 / sy)])[-memory:]
-            w, b, f, gw, gb = w_new, b_new, f_new, gw_new, gb_new
+                history.append((s_pair, y_pair, 1.0 / sy))
+                if len(history) > memory:
+                    old_s, old_y, _ = history.pop(0)
+                    free.append((old_s[0], old_y[0]))
+            else:
+                free.append((sw, yw))
+            w, w_new, gw, gw_new = w_new, w, gw_new, gw
+            b, f, gb = b_new, f_new, gb_new
         return w, b.astype(np.float64)

@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from bot import classifier as classifier_module  # noqa: E402
 from bot import router as router_module  # noqa: E402
-from bot.classifier import _WORD, TfidfModel, _stem, _Tfidf  # noqa: E402
+from bot.classifier import _WORD, TfidfModel, _stem, _Tfidf, tfidf_matrix  # noqa: E402
 
 _ORIGINAL_WORDS = classifier_module.word_features
 QWORDS = frozenset("what whats which who whom whose when where why how is are was were do does did have has had can "
@@ -98,14 +98,7 @@ class StructModel(TfidfModel):
 def with_struct_block(base: sparse.csr_matrix, struct: _Tfidf, analyzer: Callable[[str], list[str]],
                       texts: Sequence[str], weight: float) -> sparse.csr_matrix:
     """``base`` with the structure block's TF-IDF rows (times ``weight``) as more columns."""
-    indptr, indices, data = [0], [], []
-    for text in texts:
-        idx, vals = struct.row(analyzer(text))
-        indices.extend(idx)
-        data.append(vals * weight)
-        indptr.append(len(indices))
-    values = np.concatenate(data).astype(np.float32) if data else np.zeros(0, dtype=np.float32)
-    extra = sparse.csr_matrix((values, indices, indptr), shape=(len(texts), len(struct.vocab)))
+    extra = tfidf_matrix([struct], [[analyzer(t) for t in texts]], [weight])
     return sparse.hstack([base, extra], format="csr", dtype=np.float32)
 
 
