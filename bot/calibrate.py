@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import csv
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -61,15 +61,16 @@ def read_labelled(path: str | Path) -> list[tuple[str, str | None]]:
     return rows
 
 
-def _arrays(router: Router, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per message: best in-scope intent, its score, the runner-up's score, out_of_scope on top."""
+def score_arrays(ranked: Sequence[Sequence[tuple[str, float]]]) -> tuple[np.ndarray, ...]:
+    """Per message (``Router.scores_batch`` rows): best in-scope intent, its score, the runner-up's
+    score, out_of_scope on top."""
     names, top, second, oos_top = [], [], [], []
-    for ranked in router.scores_batch(texts):
-        in_scope = [(n, s) for n, s in ranked if n != OUT_OF_SCOPE]
+    for row in ranked:
+        in_scope = [(n, s) for n, s in row if n != OUT_OF_SCOPE]
         names.append(in_scope[0][0] if in_scope else "")
         top.append(in_scope[0][1] if in_scope else 0.0)
         second.append(in_scope[1][1] if len(in_scope) > 1 else 0.0)
-        oos_top.append(bool(ranked) and ranked[0][0] == OUT_OF_SCOPE)
+        oos_top.append(bool(row) and row[0][0] == OUT_OF_SCOPE)
     return np.array(names, dtype=object), np.array(top), np.array(second), np.array(oos_top, dtype=bool)
 
 
@@ -99,8 +100,18 @@ def calibrate(router: Router | Callable[[], Router], labelled: Sequence[tuple[st
     if not labelled:
         raise ValueError("calibration needs at least one labelled message")
     texts = [t for t, _ in labelled]
-    gold = np.array([label if label is not None else "" for _, label in labelled], dtype=object)
-    names, top, second, oos_top = _arrays(router, texts)
+    report = choose([label for _, label in labelled], score_arrays(router.scores_batch(texts)),
+                    max_accuracy_loss=max_accuracy_loss, target_oos_recall=target_oos_recall)
+    seen = set(router.training_data()[0])
+    copies = sum(1 for t in texts if normalize(t) in seen)
+    return replace(report, n_training_copies=copies)
+
+
+def choose(labels: Sequence[str | None], arrays: tuple[np.ndarray, ...], *, max_accuracy_loss: float = 0.01,
+           target_oos_recall: float | None = None) -> CalibrationReport:
+    """``calibrate``'s choice from the messages' gold labels (None: out of scope) and ``score_arrays``."""
+    gold = np.array([label if label is not None else "" for label in labels], dtype=object)
+    names, top, second, oos_top = arrays
     ins = gold != ""
     n_in, n_oos = int(ins.sum()), int((~ins).sum())
     rows = []
@@ -130,10 +141,8 @@ def calibrate(router: Router | Callable[[], Router], labelled: Sequence[tuple[st
         rate = float((answered & (top - second < m)).sum() / max(int(answered.sum()), 1))
         if rate <= MAX_AMBIGUOUS:
             margin, amb_rate = m, rate
-    seen = set(router.training_data()[0])
-    copies = sum(1 for t in texts if normalize(t) in seen)
     return CalibrationReport(chosen.threshold, margin, chosen.in_scope_accuracy, chosen.oos_recall, amb_rate,
-                             n_in, n_oos, rule, tuple(rows), copies)
+                             n_in, n_oos, rule, tuple(rows))
 
 
 def format_calibration(report: CalibrationReport, step: float = 0.05) -> str:

@@ -150,6 +150,25 @@ def explain(directory: Path, text: str | None, labelled: Path | None) -> None:
 
 @cli.command()
 @DIR
+@click.option("--folds", default=5, show_default=True, type=click.IntRange(2, 20), help="Groups of examples.")
+@click.option("--show", default=15, show_default=True, type=click.IntRange(0), help="Lines per list.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary instead of the text report.")
+@click.option("--min-right", type=click.FloatRange(0, 100), default=None,
+              help="Exit 1 when fewer than this percentage of examples is routed right (for CI).")
+def evaluate(directory: Path, folds: int, show: int, as_json: bool, min_right: float | None) -> None:
+    """Cross-validate the router on the intents' own examples: what it confuses, and where."""
+    from .crossval import cross_validate, format_cross_validation, summary
+
+    bot = _load_bot(directory)
+    result = cross_validate(bot.config.intents, folds=folds, base_dir=directory)
+    click.echo(json.dumps(summary(result), indent=2) if as_json else format_cross_validation(result, show=show))
+    if min_right is not None and result.share_right() * 100 < min_right:
+        click.echo(f"{result.share_right():.1%} of examples routed right, below --min-right {min_right:g} %", err=True)
+        raise SystemExit(1)
+
+
+@cli.command()
+@DIR
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--reload/--no-reload", default=True, help="Reload when YAML or action files change.")
