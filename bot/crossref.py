@@ -9,6 +9,7 @@ from .actions import ActionRegistry
 from .config import BUILTIN_ENTITIES, OUT_OF_SCOPE, Flow, IntentsConfig, LLMSettings, Source, Step, texts
 from .errors import ConfigError
 from .patterns import check_pattern
+from .router import normalize
 from .schemacheck import suggest
 from .templates import TEMPLATE_NAMES, Templates
 from .yamlfile import YamlDoc
@@ -58,9 +59,23 @@ class _Checker:
             for index, pattern in enumerate(intent.patterns):
                 self.check_regex(pattern, self.item_source(intent.source, ("intents", intent.name, "patterns", index)),
                                  f"intent {intent.name!r}: pattern", entity_names)
+        self.check_shared_examples()
         for key, values in self.intents.messages.items():
             self.check_texts(values, Source("intents.yaml", *self.docs["intents.yaml"].position(("messages", key))),
                              None, allowed=("options", "flow", "user", "slot", "value"))
+
+    def check_shared_examples(self) -> None:
+        """An example under two intents (as the router sees it: case and spacing aside) teaches
+        the classifier that one message means both; it is an error at the second place."""
+        first: dict[str, tuple[str, Source]] = {}
+        for intent in self.intents.intents.values():
+            for index, text in enumerate(intent.examples):
+                src = self.item_source(intent.source, ("intents", intent.name, "examples", index))
+                seen = first.setdefault(normalize(text), (intent.name, src))
+                if seen[0] != intent.name:
+                    where = f"{seen[1].file}:{seen[1].line}:{seen[1].col}"
+                    self.error(src, f"example {text!r} of intent {intent.name!r} is also an example of intent "
+                               f"{seen[0]!r} ({where}); a message can mean only one intent: keep it under one of them")
 
     def item_source(self, owner: Source, path: tuple, *, key: bool = False) -> Source:
         """Where ``path`` is in ``owner``'s file: its value, or with ``key`` its key."""

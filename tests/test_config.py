@@ -52,6 +52,7 @@ CASES = {
  'no_intents': {'intents.yaml': None},
  'fallback_unknown_key': {'flows/fallback.yaml': 'version: 1\nsystem_prompt: hi\nunavailable: sorry\ntemprature: 0.2\n'},
  'bad_buttons_type': {'flows/greet.yaml': 'version: 1\ntrigger: greet\nsteps:\n  - say: Hello\n    buttons: Prices\n'},
+ 'shared_example': {'intents.yaml': INTENTS.replace('examples: ["when are you open", ', 'examples: ["when are you open", "Hello  Bot", ')},
  'entity_two_kinds': {'intents.yaml': INTENTS.replace("      sedan_s: [\"Sedan S\", \"s sedan\"]\n", "      sedan_s: [\"Sedan S\", \"s sedan\"]\n    regex: 'x\\d'\n")},
 }
 
@@ -92,6 +93,7 @@ EXPECTED = {
     'action_import_error': ["actions/broken.py:1:1: importing this file failed: ModuleNotFoundError: No module named 'no_such_module_here'"],
     'fallback_unknown_key': ["flows/fallback.yaml:4:1: unknown key 'temprature' in the file (did you mean 'temperature'?); allowed: budgets, buttons, description, history, knowledge, max_retries, max_tokens, model, system_prompt, temperature, timeouts, unavailable, version"],
     'bad_buttons_type': ["flows/greet.yaml:5:14: 'buttons' must be a list, got 'Prices'"],
+    'shared_example': ["intents.yaml:28:37: example 'Hello  Bot' of intent 'opening_hours' is also an example of intent 'greet' (intents.yaml:15:52); a message can mean only one intent: keep it under one of them"],
     'entity_two_kinds': ["intents.yaml:7:3: entity 'car_model' needs exactly one of 'values', 'regex' or 'type'; it has values and regex"],
 }
 
