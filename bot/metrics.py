@@ -9,8 +9,9 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Collection, Mapping, TextIO
+from typing import TYPE_CHECKING, Any, Collection, TextIO
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess, values

@@ -5,10 +5,11 @@ import collections
 import logging
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Collection, Mapping
+from typing import Any, Collection
 
 from .report_clusters import Cluster, cluster_messages
 
