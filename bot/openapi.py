@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .web_security import ASSET_NAME, CONVERSATION_ID, STATUS_ERRORS, TURN_ID
+from .web_security import ASSET_NAME, CONVERSATION_ID, LANGUAGE, STATUS_ERRORS, TURN_ID
 from .web_settings import WebSettings
 
 log = logging.getLogger(__name__)
@@ -199,6 +199,13 @@ def document(settings: WebSettings) -> dict[str, Any]:
                     "text/css": {"schema": {"type": "string"}}, "text/javascript": {"schema": {"type": "string"}},
                     "image/svg+xml": {"schema": {"type": "string"}}, "image/png": {"schema": {}}}},
                     **_errors(404)}}},
+            "/i18n/{lang}.json": {"get": {
+                "operationId": "widgetTexts", "summary": "The chatbox's texts in one language (CORS: any origin).",
+                "parameters": [{"name": "lang", "in": "path", "required": True,
+                                "schema": {"type": "string", "pattern": f"^{LANGUAGE}$"}}],
+                "responses": {"200": _json({"type": "object", "additionalProperties": {"type": "string"}},
+                                           "Text by key, as widget.js's English table."),
+                              **_errors(404)}}},
             "/admin/reload": {"post": {
                 "operationId": "reload", "summary": "Reload the bot's files; keep the old bot if they have errors.",
                 "security": admin,

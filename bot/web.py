@@ -23,7 +23,7 @@ from .redaction import install_log_redaction
 from .reload import BotHolder
 from .retention import start_retention
 from .sse import EventPump
-from .web_security import (ASSET_NAME, ApiError, conversation_id, conversation_key, chat_request, check_admin,
+from .web_security import (ASSET_NAME, LANGUAGE, ApiError, conversation_id, conversation_key, chat_request, check_admin,
                            feedback_request, install_error_handlers, install_headers, make_limiter)
 from .web_identity import add_to_openapi, current_user, may_access, register_identity, user_context
 from .web_settings import WebSettings
@@ -37,6 +37,12 @@ class AssetConverter(BaseConverter):
     """Matches the chatbox folder's other files at the site root: ``demo.css``, ``logo.svg``..."""
 
     regex = ASSET_NAME
+
+
+class LanguageConverter(BaseConverter):
+    """A language code of the widget's texts (``de``, ``fr``...)."""
+
+    regex = LANGUAGE
 
 
 @dataclass
@@ -249,6 +255,15 @@ def _site_routes(app: Flask, state: WebState) -> None:
     app.add_url_rule("/widget.css", "widget_css", lambda: static_file("widget.css"), methods=["GET"])
     app.url_map.converters["asset"] = AssetConverter
     app.add_url_rule("/<asset:name>", "asset", static_file, methods=["GET"])  # demo.css, images
+
+    app.url_map.converters["language"] = LanguageConverter
+
+    @app.get("/i18n/<language:lang>.json")
+    def widget_texts(lang: str) -> Response:
+        """The widget's texts in one language. Public data any site embedding the widget fetches."""
+        response = static_file(f"i18n/{lang}.json")
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        return response
 
 
 def _admin_routes(app: Flask, state: WebState) -> None:

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 CONVERSATION_ID = re.compile(r"[A-Za-z0-9_-]{16,128}")  # what Bot.new_conversation_id() issues
 TURN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 ASSET_NAME = r"[A-Za-z0-9_-]+\.(?:css|js|svg|png)"  # other chatbox files served at the site root
+LANGUAGE = r"[a-z]{2,3}"  # the widget's texts: /i18n/<language>.json
 RATINGS = ("up", "down")
 
 # status -> (code, message) used when nothing more precise is known

@@ -56,7 +56,8 @@ def test_every_route_is_documented(tmp_path: Path) -> None:
     documented = {(path, method.upper()) for path, ops in spec["paths"].items() for method in ops}
     served = set()
     for rule in app.url_map.iter_rules():
-        path = rule.rule.replace("<cid>", "{conversation_id}").replace("<asset:name>", "{asset}").replace("<path:user_id>", "{user_id}")
+        path = (rule.rule.replace("<cid>", "{conversation_id}").replace("<asset:name>", "{asset}")
+                .replace("<path:user_id>", "{user_id}").replace("<language:lang>", "{lang}"))
         served |= {(path, m) for m in rule.methods - {"HEAD", "OPTIONS"}}
     assert served == documented
     assert spec["openapi"] == "3.1.0"

@@ -10,7 +10,6 @@
   const API = (ds.api ? new URL(ds.api, location.href).href : scriptUrl.origin).replace(/\/+$/, '');
   const CSS_URL = new URL('widget.css', scriptUrl).href;
   const flag = (v) => v !== undefined && !/^(false|0|no|off)$/i.test(v);
-  const TITLE = ds.title || 'Chat';
   const GREETING = ds.greeting || '';
   // data-bot names this bot on the site: each name keeps its own saved conversation and open state.
   const BOT = /^[A-Za-z0-9_-]{1,40}$/.test(ds.bot || '') ? ds.bot : '';
@@ -21,6 +20,73 @@
   const IDLE_MS = 45000; // no byte (not even a ": ping") for this long -> give up on the stream
   const PHONE = '(max-width: 480px)';
   let token = ds.identityToken || '';
+
+  // ---- words: English here; other languages from i18n/<lang>.json beside this script (docs/widget.md) ----
+  const STRINGS = {
+    title: 'Chat', launcher: 'Chat with {title}', subtitle: 'Automated assistant',
+    newConversation: 'Start a new conversation', closeChat: 'Close chat', close: 'Close',
+    conversation: 'Conversation', message: 'Message', placeholder: 'Type your message…',
+    hint: 'Enter sends; Shift+Enter adds a line.', sendMessage: 'Send message', send: 'Send',
+    assistantSaid: 'Assistant said', youSaid: 'You said', typing: 'The assistant is typing',
+    loading: 'Loading your conversation…', newTab: '(opens in a new tab)', cutShort: 'This answer was cut short.',
+    rate: 'Rate this answer', helpful: 'Helpful', notHelpful: 'Not helpful',
+    thanksFeedback: 'Thanks for your feedback.', feedbackFailed: "Couldn't send your feedback.",
+    whatWrong: 'What was wrong? (optional)', whatWrongLabel: 'What was wrong with this answer? (optional)',
+    thanksComment: 'Thanks, that helps us improve.', commentFailed: "Couldn't send your comment.", retry: 'Retry',
+    errorServer: 'Something went wrong on our side. Please try again.',
+    errorRate: 'You are sending messages too quickly.', errorWait: 'Please wait {seconds} s.',
+    errorRejected: 'Your message could not be sent.',
+    errorTimeout: 'The assistant took too long to answer. Please try again.',
+    errorOffline: "Can't reach the assistant. Check your connection and try again.",
+    errorInterrupted: 'The connection was interrupted. Please try again.',
+  };
+  const LANGS = ['de', 'es', 'fr', 'nl']; // the i18n/*.json files shipped with the widget
+  const LANG = (() => {
+    const tag = String(ds.lang || document.documentElement.lang || 'en').trim().toLowerCase();
+    return [tag, tag.split('-')[0]].find((l) => LANGS.includes(l)) || 'en';
+  })();
+  let T = STRINGS;
+  const t = (key, vars) => String(T[key] ?? STRINGS[key] ?? key)
+    .replace(/\{(\w+)\}/g, (m, k) => (vars && k in vars ? String(vars[k]) : m));
+  // Known keys only (error_<code> replaces the server's message for that error code); others are reported.
+  const merged = (base, extra, from) => {
+    const out = { ...base };
+    const unknown = [];
+    for (const [k, v] of Object.entries(extra)) {
+      if (typeof v === 'string' && (k in STRINGS || /^error_[a-z_]+$/.test(k))) out[k] = v; else unknown.push(k);
+    }
+    if (unknown.length) console.warn(`hybridbot: ${from}: unknown or non-text keys ignored: ${unknown.join(', ')}`);
+    return out;
+  };
+  const overrides = () => {
+    if (!ds.strings) return {};
+    try {
+      const o = JSON.parse(ds.strings);
+      if (o && typeof o === 'object' && !Array.isArray(o)) return o;
+    } catch { /* reported below */ }
+    console.warn('hybridbot: data-strings must be a JSON object of texts; ignored');
+    return {};
+  };
+  async function loadStrings() {
+    let base = STRINGS;
+    if (LANG !== 'en') {
+      const ctrl = new AbortController();
+      const timer = setTimeout(() => ctrl.abort(), 3000); // a slow file must not keep the launcher away
+      try {
+        const res = await fetch(new URL(`i18n/${LANG}.json`, scriptUrl).href, { signal: ctrl.signal, credentials: 'omit' });
+        if (!res.ok) throw new Error(`HTTP ${res.status}`);
+        const texts = await res.json();
+        if (!texts || typeof texts !== 'object' || Array.isArray(texts)) throw new Error('not a JSON object');
+        base = merged(STRINGS, texts, `i18n/${LANG}.json`);
+      } catch (err) {
+        console.warn(`hybridbot: the ${LANG} texts did not load (${err.message || err}); showing English`);
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+    T = merged(base, overrides(), 'data-strings');
+  }
+  const title = () => ds.title || t('title');
 
   // Storage may throw (sandboxed iframes, strict privacy modes): then we just don't remember.
   const store = (kind, k, v) => {
@@ -98,7 +164,6 @@
   // ---- HTTP ----
   // An error the visitor may see: message, whether Retry makes sense, and how long to wait first.
   const ChatError = (message, o) => Object.assign(new Error(message), { chat: true, retry: true, retryAfter: 0 }, o);
-  const GENERIC = 'Something went wrong on our side. Please try again.';
   const api = (method, path, body, signal) => {
     const headers = { Accept: 'application/json' };
     if (body) headers['Content-Type'] = 'application/json';
@@ -112,20 +177,24 @@
     const s = /^\d+$/.test(v || '') ? Number(v) : (Date.parse(v) - Date.now()) / 1000;
     return Number.isFinite(s) ? Math.max(0, Math.min(120, Math.ceil(s))) : 0;
   };
+  // The server's message for an error code, unless the texts give one (error_<code>) in the page's language.
+  const serverText = (code, message) => (code && T[`error_${code}`]) || (LANG === 'en' ? message : '') || '';
   const httpError = async (res) => {
     let msg = '';
-    try { msg = String((await res.json()).error.message || ''); } catch { /* not our JSON error */ }
+    try {
+      const { error } = await res.json();
+      msg = serverText(String(error.code || ''), String(error.message || ''));
+    } catch { /* not our JSON error */ }
     const s = res.status;
     if (s === 429) {
       const wait = retryAfter(res.headers.get('Retry-After'));
-      return ChatError(`${msg || 'You are sending messages too quickly.'}${wait ? ` Please wait ${wait} s.` : ''}`, { retryAfter: wait });
+      return ChatError(`${msg || t('errorRate')}${wait ? ` ${t('errorWait', { seconds: wait })}` : ''}`, { retryAfter: wait });
     }
-    if (s >= 500 || s === 408) return ChatError(GENERIC);
-    return ChatError(msg || 'Your message could not be sent.', { retry: s === 409 }); // fix the text, don't retry
+    if (s >= 500 || s === 408) return ChatError(t('errorServer'));
+    return ChatError(msg || t('errorRejected'), { retry: s === 409 }); // fix the text, don't retry
   };
   const netError = (err) => (err && err.chat ? err
-    : err && err.name === 'AbortError' ? ChatError('The assistant took too long to answer. Please try again.')
-      : ChatError("Can't reach the assistant. Check your connection and try again."));
+    : ChatError(t(err && err.name === 'AbortError' ? 'errorTimeout' : 'errorOffline')));
 
   // ---- UI ----
   let host, shadow, root, launcher, panel, log, input, sendBtn, resetBtn;
@@ -150,26 +219,26 @@
     const link = h('link', { rel: 'stylesheet', href: CSS_URL, onload: show, onerror: show });
 
     launcher = h('button', {
-      type: 'button', class: 'hb-launcher', 'aria-label': `Chat with ${TITLE}`, 'aria-expanded': 'false',
+      type: 'button', class: 'hb-launcher', 'aria-label': t('launcher', { title: title() }), 'aria-expanded': 'false',
       'aria-controls': 'hb-panel', onclick: () => toggle(),
     }, icon('chat'), icon('down'));
 
-    resetBtn = h('button', { type: 'button', class: 'hb-icon-btn', 'aria-label': 'Start a new conversation', title: 'Start a new conversation', onclick: reset }, icon('reset'));
-    const closeBtn = h('button', { type: 'button', class: 'hb-icon-btn', 'aria-label': 'Close chat', title: 'Close', onclick: () => close() }, icon('close'));
+    resetBtn = h('button', { type: 'button', class: 'hb-icon-btn', 'aria-label': t('newConversation'), title: t('newConversation'), onclick: reset }, icon('reset'));
+    const closeBtn = h('button', { type: 'button', class: 'hb-icon-btn', 'aria-label': t('closeChat'), title: t('close'), onclick: () => close() }, icon('close'));
     const header = h('div', { class: 'hb-header' },
-      h('div', { class: 'hb-heading' }, h('h2', { class: 'hb-title', id: 'hb-title' }, TITLE), h('p', { class: 'hb-sub' }, 'Automated assistant')),
+      h('div', { class: 'hb-heading' }, h('h2', { class: 'hb-title', id: 'hb-title' }, title()), h('p', { class: 'hb-sub' }, t('subtitle'))),
       resetBtn, closeBtn);
 
-    log = h('div', { class: 'hb-log', role: 'log', 'aria-live': 'polite', 'aria-label': 'Conversation', tabindex: '0' });
+    log = h('div', { class: 'hb-log', role: 'log', 'aria-live': 'polite', 'aria-label': t('conversation'), tabindex: '0' });
 
     input = h('textarea', {
-      id: 'hb-input', class: 'hb-input', rows: '1', maxlength: String(MAX_LEN), placeholder: 'Type your message…',
+      id: 'hb-input', class: 'hb-input', rows: '1', maxlength: String(MAX_LEN), placeholder: t('placeholder'),
       autocomplete: 'off', enterkeyhint: 'send', 'aria-describedby': 'hb-hint',
     });
-    sendBtn = h('button', { type: 'submit', class: 'hb-send', 'aria-label': 'Send message', title: 'Send' }, icon('send'));
+    sendBtn = h('button', { type: 'submit', class: 'hb-send', 'aria-label': t('sendMessage'), title: t('send') }, icon('send'));
     const form = h('form', { class: 'hb-composer', novalidate: true },
-      h('label', { class: 'hb-sr', for: 'hb-input' }, 'Message'),
-      h('span', { class: 'hb-sr', id: 'hb-hint' }, 'Enter sends; Shift+Enter adds a line.'),
+      h('label', { class: 'hb-sr', for: 'hb-input' }, t('message')),
+      h('span', { class: 'hb-sr', id: 'hb-hint' }, t('hint')),
       input, sendBtn);
     form.addEventListener('submit', (e) => { e.preventDefault(); submit(); });
     input.addEventListener('keydown', (e) => {
@@ -181,7 +250,7 @@
     });
 
     panel = h('div', { class: 'hb-panel', id: 'hb-panel', role: 'dialog', 'aria-labelledby': 'hb-title', hidden: true }, header, log, form);
-    root = h('div', { class: `hb-root${ds.position === 'left' ? ' hb-root--left' : ''}` }, panel, launcher);
+    root = h('div', { class: `hb-root${ds.position === 'left' ? ' hb-root--left' : ''}`, lang: LANG }, panel, launcher);
     shadow.append(link, root);
     shadow.addEventListener('keydown', onKey);
   }
@@ -232,7 +301,7 @@
     if (id || token) restoring = restore(id).finally(() => { restoring = null; });
   }
   function greet() {
-    if (GREETING) log.append(h('div', { class: 'hb-turn hb-turn--greeting' }, sr('Assistant said'), bubble(GREETING)));
+    if (GREETING) log.append(h('div', { class: 'hb-turn hb-turn--greeting' }, sr(t('assistantSaid')), bubble(GREETING)));
   }
   function reset() {
     if (!busy) { forget(); log.textContent = ''; greet(); input.focus(); }
@@ -240,7 +309,7 @@
   // The conversation this browser remembers; failing that, a signed-in visitor's latest one (from any device).
   async function restore(id) {
     setBusy(true);
-    const note = h('p', { class: 'hb-status' }, 'Loading your conversation…');
+    const note = h('p', { class: 'hb-status' }, t('loading'));
     log.append(note);
     try {
       let res = id ? await api('GET', `/api/conversations/${encodeURIComponent(id)}`) : null;
@@ -270,7 +339,7 @@
   }
 
   const bubble = (text) => { const el = h('div', { class: 'hb-msg hb-msg--bot' }); rich(el, text); return el; };
-  const userRow = (text) => h('div', { class: 'hb-row hb-row--user' }, sr('You said'), h('div', { class: 'hb-msg hb-msg--user' }, text));
+  const userRow = (text) => h('div', { class: 'hb-row hb-row--user' }, sr(t('youSaid')), h('div', { class: 'hb-msg hb-msg--user' }, text));
 
   function chipsFor(buttons) {
     const wrap = h('div', { class: 'hb-chips' });
@@ -278,7 +347,7 @@
       if (!b || !b.title) continue;
       if (b.url) {
         const url = safeUrl(b.url);
-        if (url) wrap.append(h('a', { class: 'hb-chip hb-chip--link', href: url, target: '_blank', rel: 'noopener noreferrer' }, b.title, icon('ext'), sr(' (opens in a new tab)')));
+        if (url) wrap.append(h('a', { class: 'hb-chip hb-chip--link', href: url, target: '_blank', rel: 'noopener noreferrer' }, b.title, icon('ext'), sr(` ${t('newTab')}`)));
       } else {
         wrap.append(h('button', { type: 'button', class: 'hb-chip', disabled: busy, onclick: () => send(b.payload || b.title, b.title) }, b.title));
       }
@@ -296,9 +365,9 @@
     let current = rating === 'up' || rating === 'down' ? rating : null;
     const status = h('span', { class: 'hb-fb-status', role: 'status' });
     const mk = (r, label) => h('button', { type: 'button', class: `hb-thumb hb-thumb--${r}`, 'aria-label': label, title: label, 'aria-pressed': String(current === r), onclick: () => rate(r) }, icon('up'));
-    const up = mk('up', 'Helpful');
-    const down = mk('down', 'Not helpful');
-    const bar = h('div', { class: 'hb-feedback', role: 'group', 'aria-label': 'Rate this answer' }, up, down, status);
+    const up = mk('up', t('helpful'));
+    const down = mk('down', t('notHelpful'));
+    const bar = h('div', { class: 'hb-feedback', role: 'group', 'aria-label': t('rate') }, up, down, status);
     const show = (r) => { up.setAttribute('aria-pressed', String(r === 'up')); down.setAttribute('aria-pressed', String(r === 'down')); };
     const send = async (r, comment) => {
       const res = await api('POST', '/api/feedback', { conversation_id: conversationId, turn_id: turnId, rating: r, comment });
@@ -314,19 +383,19 @@
       if (form) { form.remove(); form = null; }
       try {
         await send(r, '');
-        status.textContent = 'Thanks for your feedback.';
+        status.textContent = t('thanksFeedback');
         if (r === 'down') bar.append(form = commentForm());
       } catch {
         current = prev;
         show(prev);
-        status.textContent = "Couldn't send your feedback.";
+        status.textContent = t('feedbackFailed');
       }
     }
     // After a thumbs-down: an optional "what was wrong?" line, sent with the same vote. Focus stays put.
     function commentForm() {
       const id = `hb-fb-${turnId}`;
-      const box = h('input', { id, class: 'hb-fb-input', type: 'text', maxlength: String(MAX_LEN), autocomplete: 'off', placeholder: 'What was wrong? (optional)' });
-      const el = h('form', { class: 'hb-fb-comment' }, h('label', { class: 'hb-sr', for: id }, 'What was wrong with this answer? (optional)'), box, h('button', { type: 'submit', class: 'hb-fb-send' }, 'Send'));
+      const box = h('input', { id, class: 'hb-fb-input', type: 'text', maxlength: String(MAX_LEN), autocomplete: 'off', placeholder: t('whatWrong') });
+      const el = h('form', { class: 'hb-fb-comment' }, h('label', { class: 'hb-sr', for: id }, t('whatWrongLabel')), box, h('button', { type: 'submit', class: 'hb-fb-send' }, t('send')));
       el.addEventListener('submit', async (ev) => {
         ev.preventDefault();
         const text = box.value.trim();
@@ -334,10 +403,10 @@
         try {
           await send('down', text);
           el.remove();
-          status.textContent = 'Thanks, that helps us improve.';
+          status.textContent = t('thanksComment');
           form = null;
         } catch {
-          status.textContent = "Couldn't send your comment.";
+          status.textContent = t('commentFailed');
         }
       });
       return el;
@@ -348,7 +417,7 @@
   function errorBox(err, retry) {
     const box = h('div', { class: 'hb-error', role: 'alert' }, h('span', { class: 'hb-error-text' }, err.message));
     if (err.retry && retry) {
-      const btn = h('button', { type: 'button', class: 'hb-retry', onclick: retry, disabled: err.retryAfter > 0 }, 'Retry');
+      const btn = h('button', { type: 'button', class: 'hb-retry', onclick: retry, disabled: err.retryAfter > 0 }, t('retry'));
       if (err.retryAfter > 0) setTimeout(() => { btn.disabled = false; }, err.retryAfter * 1000);
       box.append(btn);
     }
@@ -357,8 +426,8 @@
 
   // One bot turn in the log: typing dots -> streamed bubbles -> final replies + chips + thumbs.
   function newTurn(conversationId) {
-    const el = h('div', { class: 'hb-turn', 'data-state': 'pending' }, sr('Assistant said'));
-    const typing = h('div', { class: 'hb-typing' }, sr('The assistant is typing'), h('span', { class: 'hb-dot' }), h('span', { class: 'hb-dot' }), h('span', { class: 'hb-dot' }));
+    const el = h('div', { class: 'hb-turn', 'data-state': 'pending' }, sr(t('assistantSaid')));
+    const typing = h('div', { class: 'hb-typing' }, sr(t('typing')), h('span', { class: 'hb-dot' }), h('span', { class: 'hb-dot' }), h('span', { class: 'hb-dot' }));
     const bubbles = []; // { el, text }
     const turn = { el, conversationId, id: null };
     const at = (i) => {
@@ -393,7 +462,7 @@
         if (row) b.el.after(row);
       });
       bubbles.slice(replies.length).forEach((b) => b.el.remove());
-      if (incomplete) el.append(h('p', { class: 'hb-note' }, 'This answer was cut short.'));
+      if (incomplete) el.append(h('p', { class: 'hb-note' }, t('cutShort')));
       if (turn.id && turn.conversationId && replies.length) el.append(feedbackBar(turn.conversationId, turn.id, rating));
       if (!replies.length && !bubbles.length) el.remove();
       el.dataset.state = 'done';
@@ -482,7 +551,7 @@
         else if (type === 'delta') turn.delta(d.index, String(d.text ?? ''));
         else if (type === 'done') { apply(d); turn.finish(d, { incomplete: !!d.incomplete }); finished = true; }
         else if (type === 'error') {
-          throw ChatError(d.message ? String(d.message) : GENERIC);
+          throw ChatError(serverText(String(d.code || ''), String(d.message || '')) || t('errorServer'));
         }
       };
       while (!finished) {
@@ -507,7 +576,7 @@
         }
         if (done) break;
       }
-      if (!finished) throw ChatError('The connection was interrupted. Please try again.');
+      if (!finished) throw ChatError(t('errorInterrupted'));
       return true;
     } finally {
       clearTimeout(timer);
@@ -525,7 +594,7 @@
     if (text) send(text);
   });
 
-  const ready = new Promise((resolve) => {
+  const ready = loadStrings().then(() => new Promise((resolve) => {
     const init = () => {
       build();
       document.body.append(host);
@@ -534,7 +603,7 @@
     };
     if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', init);
     else init();
-  });
+  }));
 
   window.HybridBot = Object.freeze({
     open: () => ready.then(() => open()),

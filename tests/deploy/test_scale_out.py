@@ -145,6 +145,11 @@ def test_nginx_serves_the_chatbox_files_and_proxies_everything_else(stack: Stack
     assert widget.headers["cache-control"] == "max-age=3600"
     assert widget.headers["x-content-type-options"] == "nosniff"
     assert "etag" in widget.headers
+    texts = request(port, "GET", "/i18n/de.json")  # fetched by the widget from other sites: any origin
+    assert texts.status == 200 and texts.json()["send"] == "Senden"
+    assert texts.headers["access-control-allow-origin"] == "*"
+    assert texts.headers["x-content-type-options"] == "nosniff" and texts.headers["cache-control"] == "max-age=3600"
+    assert request(port, "GET", "/i18n/xx.json").json()["error"]["code"] == "not_found"
     page = request(port, "GET", "/")
     assert page.status == 200 and "frame-ancestors" in page.headers["content-security-policy"]
     assert request(port, "GET", "/index.html").status == 301
