@@ -109,6 +109,18 @@ def check_contact(ctx: Context) -> Reply | str:
 
 
 @action
+def read_callback(ctx: Context) -> Reply:
+    """The answer to "Would you like an adviser to get back to you?" as ``yes`` or ``no``
+    ("yes please", "no thanks"); anything else empties the slot, so the flow asks again."""
+    text = str(ctx.slots.get("callback") or "")
+    if _NO.search(text):
+        return Reply(slots={"callback": "no"})
+    if _YES.search(text):
+        return Reply(slots={"callback": "yes"})
+    return Reply(slots={"callback": None})
+
+
+@action
 def prepare_booking(ctx: Context) -> Reply:
     """Check the collected answers again and set the summary labels.
 

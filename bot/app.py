@@ -16,6 +16,7 @@ from .actions import DEFAULT_TIMEOUT, ActionRegistry, Context, Reply
 from .config import Config, Source, load_config
 from .errors import ActionError, ConfigErrors, StoreError
 from .flows import Engine
+from .handoff import notifier_for
 from .redaction import Redactor
 from .router import clean as clean_text
 from .turns import TurnRunner
@@ -42,6 +43,7 @@ class Turn:
     llm: dict[str, Any] | None = None
     error: str | None = None
     incomplete: bool = False
+    handoff: dict[str, Any] | None = None   # {"flow", "slots"} when a handoff step ran
 
     @property
     def text(self) -> str:
@@ -81,6 +83,7 @@ class Bot:
         # Slot answers are read with the router's own extractor (built once, with its compiled tables).
         self.engine = Engine(config, self.run_action, self.router.extractor.extract)
         self.turns = TurnRunner(self)
+        self.handoffs = notifier_for(self.env)  # None without BOT_HANDOFF_WEBHOOK
         self.redactor = Redactor(config.privacy)
         self.last_good: Any = None  # a lastgood.LastGood while serving the last good version of broken files
         self.loaded_generation: int | None = None  # the store's reload generation when from_path read the files

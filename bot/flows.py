@@ -46,6 +46,14 @@ class CallLLM:
     source: Source | None = None
 
 
+@dataclass(frozen=True)
+class Handoff:
+    """The conversation goes to a person: the flow that said so and its slots at that moment."""
+
+    flow: str
+    slots: dict[str, Any]
+
+
 @dataclass
 class Outcome:
     effects: list[Any] = field(default_factory=list)

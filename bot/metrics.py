@@ -80,6 +80,9 @@ class Metrics:
         self.llm_errors = Counter("bot_llm_errors", "LLM requests that failed, by error kind.", ["kind"], registry=r)
         self.handler_errors = Counter("bot_handler_errors", "Turns where an action handler failed.", registry=r)
         self.feedback = Counter("bot_feedback", "Thumbs up/down votes on replies.", ["rating"], registry=r)
+        self.handoffs = Counter("bot_handoffs", "Conversations handed to a person (handoff steps).", registry=r)
+        self.handoff_webhook = Counter("bot_handoff_webhook", "Handoff events sent to BOT_HANDOFF_WEBHOOK, by "
+                                       "outcome (delivered or failed after every try).", ["outcome"], registry=r)
         self.http_duration = Histogram("bot_http_request_duration_seconds", "HTTP requests by route template, "
                                        "method and status (streams: until the last byte).",
                                        ["endpoint", "method", "status"], buckets=HTTP_BUCKETS, registry=r)
@@ -124,6 +127,8 @@ class Metrics:
             self.incomplete.inc()
         if _field(turn, "error") == "action":
             self.handler_errors.inc()
+        if _field(turn, "handoff"):
+            self.handoffs.inc()
         llm = _field(turn, "llm")
         if isinstance(llm, Mapping):
             self._observe_llm(llm)
@@ -172,6 +177,11 @@ def observe_turn(turn: Any, known_intents: Collection[str] | None = None) -> Non
 def observe_feedback(rating: str) -> None:
     """Count a thumbs vote in the process's metrics."""
     default_metrics().observe_feedback(rating)
+
+
+def observe_handoff_delivery(outcome: str) -> None:
+    """Count one handoff webhook event: ``delivered`` or ``failed``."""
+    default_metrics().handoff_webhook.labels(outcome=outcome if outcome in ("delivered", "failed") else "other").inc()
 
 
 def init_app(app: "Flask", metrics: Metrics | None = None) -> Metrics:

@@ -121,6 +121,13 @@ def _schemas(settings: WebSettings) -> dict[str, Any]:
                 "type": "object", "required": ["conversation_id", "updated_at", "turns"], "properties": {
                     "conversation_id": {"type": "string"}, "updated_at": {"type": "string", "format": "date-time"},
                     "turns": {"type": "array", "items": {"type": "object"}}}}}}},
+        "AdminHandoffs": {"type": "object", "required": ["handoffs"], "properties": {
+            "handoffs": {"type": "array", "items": {
+                "type": "object", "required": ["conversation_id", "turn_id", "at", "flow", "slots", "message"],
+                "properties": {
+                    "conversation_id": {"type": "string"}, "turn_id": {"type": "string"},
+                    "at": {"type": ["string", "null"], "format": "date-time"}, "flow": {"type": ["string", "null"]},
+                    "slots": {"type": "object"}, "message": {"type": "string"}}}}}},
     }
 
 
@@ -220,6 +227,14 @@ def document(settings: WebSettings) -> dict[str, Any]:
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
                     {"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"}}],
                 "responses": {"200": _json(_ref("AdminTranscripts"), "Newest conversation first."),
+                              **_errors(400, 401, 404, 500, 503)}}},
+            "/admin/handoffs": {"get": {
+                "operationId": "handoffs", "summary": "Conversations handed to a person (handoff steps), newest first.",
+                "security": admin,
+                "parameters": [
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                    {"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"}}],
+                "responses": {"200": _json(_ref("AdminHandoffs"), "Newest first."),
                               **_errors(400, 401, 404, 500, 503)}}},
         },
         "components": {

@@ -220,8 +220,8 @@ class Redactor:
         return out
 
     def for_transcript(self, turn: Mapping[str, Any]) -> dict[str, Any]:
-        """The turn record to store: ``text_in``, reply texts and the route trace redacted when
-        ``redact_transcripts`` is on."""
+        """The turn record to store: ``text_in``, reply texts, the route trace and a handoff's slots
+        redacted when ``redact_transcripts`` is on."""
         out = dict(turn)
         if self.settings.redact_transcripts:
             out["text_in"] = self.redact(str(out.get("text_in") or ""))
@@ -230,6 +230,9 @@ class Redactor:
             route = out.get("route")
             if isinstance(route, Mapping) and isinstance(route.get("trace"), Mapping):
                 out["route"] = {**route, "trace": self._trace(route["trace"])}
+            handoff = out.get("handoff")
+            if isinstance(handoff, Mapping):  # the slots a handoff hands over: contact details, often
+                out["handoff"] = {**handoff, "slots": self.redact_value(handoff.get("slots") or {})}
         return out
 
     def _trace(self, trace: Mapping[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from .config import Button, texts
 from .errors import ActionError
-from .flows import CallLLM
+from .flows import CallLLM, Handoff
 from .program import Instruction, Program
 
 if TYPE_CHECKING:
@@ -111,6 +111,7 @@ def _handoff(turn: "_Turn", frame: dict, program: Program, ins: Instruction) -> 
     text = turn.render(turn.pick(said), turn.variables(frame)) if said else turn.message("handoff")
     turn.say(text, ins.buttons)
     turn.state["handoff"] = True
+    turn.out.effects.append(Handoff(frame["flow"], dict(frame["slots"])))
     turn.finish(frame, offer_resume=False)
     return False
 

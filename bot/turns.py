@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from .errors import LLMError, UnknownConversation
-from .flows import CallLLM, Say
+from .flows import CallLLM, Handoff, Say
 from .metrics import observe_turn
 
 if TYPE_CHECKING:
@@ -93,11 +93,17 @@ class TurnRunner:
                         yield "delta", {"text": effect.text, "index": len(turn.replies) - 1}
                     elif isinstance(effect, CallLLM):
                         yield from self.llm_reply(conv, turn, effect)
+                    elif isinstance(effect, Handoff):
+                        turn.handoff = {"flow": effect.flow, "slots": effect.slots}
             except GeneratorExit:  # the visitor went away mid-stream: keep what was said
                 turn.incomplete = closed = True
             turn.latency_ms = round((time.perf_counter() - started) * 1000, 2)
             record = self.record(turn)
-            conv.add_turn(bot.redactor.for_transcript(record))
+            stored = bot.redactor.for_transcript(record)
+            conv.add_turn(stored)
+            handoff = self.handoff_event(conv, stored) if turn.handoff and bot.handoffs is not None else None
+        if handoff is not None:  # saved: now the people who take over may hear of it
+            bot.handoffs.notify(handoff)
         self.log_turn(turn)
         observe_turn(record, known_intents=bot.config.intents.intents)
         if closed:
@@ -186,9 +192,20 @@ class TurnRunner:
         return texts[0] if texts else ""
 
     def record(self, turn: Any) -> dict[str, Any]:
-        return {"turn_id": turn.turn_id, "text_in": turn.text_in, "replies": turn.replies, "route": turn.route,
-                "kind": turn.kind, "intent": turn.intent, "flow": turn.flow, "latency_ms": turn.latency_ms,
-                "llm": turn.llm, "error": turn.error, "incomplete": turn.incomplete, "created_at": time.time()}
+        out = {"turn_id": turn.turn_id, "text_in": turn.text_in, "replies": turn.replies, "route": turn.route,
+               "kind": turn.kind, "intent": turn.intent, "flow": turn.flow, "latency_ms": turn.latency_ms,
+               "llm": turn.llm, "error": turn.error, "incomplete": turn.incomplete, "created_at": time.time()}
+        if turn.handoff:
+            out["handoff"] = turn.handoff
+        return out
+
+    @staticmethod
+    def handoff_event(conv: Any, stored: dict[str, Any]) -> dict[str, Any]:
+        """The webhook body for this turn's handoff, from the turns as stored (redacted as they are)."""
+        from .handoff import RECENT_TURNS, event
+
+        earlier = [t for t in conv.history(limit=RECENT_TURNS) if t.get("turn_id") != stored["turn_id"]]
+        return event(conv.id, stored, stored["handoff"], earlier)
 
     def log_turn(self, turn: Any) -> None:
         turn_log.info("turn", extra={"conversation_id": turn.conversation_id, "turn_id": turn.turn_id,

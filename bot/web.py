@@ -295,6 +295,19 @@ def _admin_routes(app: Flask, state: WebState) -> None:
         return jsonify(conversations=[{"conversation_id": cid, "updated_at": turns[-1]["created_at"], "turns": turns}
                                       for cid, turns in newest[:limit]])
 
+    @app.get("/admin/handoffs")
+    @per_ip
+    def admin_handoffs() -> Response:
+        """Conversations a ``handoff`` step gave to a person, newest first (the webhook's events, kept)."""
+        check_admin(token)
+        limit = _query_int("limit", ADMIN_TRANSCRIPTS_LIMIT, 1, 500)
+        since = _query_time("since")
+        found = [{"conversation_id": t["conversation_id"], "turn_id": t.get("turn_id"), "at": iso(t.get("created_at")),
+                  "flow": t["handoff"].get("flow"), "slots": t["handoff"].get("slots") or {},
+                  "message": t.get("text_in", "")}
+                 for t in holder.bot.store.iter_turns(since=since) if isinstance(t.get("handoff"), dict)]
+        return jsonify(handoffs=found[::-1][:limit])
+
 
 def _query_int(name: str, default: int, low: int, high: int) -> int:
     raw = request.args.get(name)

@@ -1,0 +1,205 @@
+"""Handing a conversation to a person: recorded on the turn, listed for staff, sent to a real webhook."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from bot import handoff
+from bot.app import Bot
+from bot.handoff import Notifier, notifier_for
+from bot.metrics import default_metrics
+from bot.redaction import PrivacySettings, Redactor
+from bot.store import MemoryStore
+from bot.web import create_app
+
+ROOT = Path(__file__).resolve().parents[1]
+CALL_ME = ("can I talk to a human please", "yes please", "you can call me on +1 555 123 4567")
+
+
+class Hook:
+    """A local HTTP server standing in for a helpdesk's webhook: records requests, answers ``statuses``."""
+
+    def __init__(self, statuses: list[int] | None = None, hold: threading.Event | None = None) -> None:
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.statuses = list(statuses or [204])
+        self.hold = hold
+        self.arrived = threading.Event()
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                hook.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                hook.arrived.set()
+                if hook.hold is not None:
+                    hook.hold.wait(10)
+                status = hook.statuses.pop(0) if len(hook.statuses) > 1 else hook.statuses[0]
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/handoff"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        if self.hold is not None:
+            self.hold.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hook() -> Iterator[Hook]:
+    server = Hook()
+    yield server
+    server.close()
+
+
+def talk(bot: Bot, *messages: str) -> tuple[str, Any]:
+    cid, turn = None, None
+    for text in messages:
+        turn = bot.handle(cid, text)
+        cid = turn.conversation_id
+    assert cid is not None
+    return cid, turn
+
+
+def demo(env: dict[str, str]) -> Bot:
+    return Bot.from_path(ROOT, store=MemoryStore(), env=env)
+
+
+def counter(name: str, **labels: str) -> float:
+    return default_metrics().registry.get_sample_value(name, labels) or 0.0
+
+
+def test_the_demo_hands_over_with_the_contact_and_records_it_on_the_turn() -> None:
+    bot = demo({})
+    assert bot.handoffs is None  # no webhook configured: nothing is sent, the transcript still says it
+    before = counter("bot_handoffs_total")
+    cid, turn = talk(bot, *CALL_ME)
+    assert turn.handoff == {"flow": "contact_human", "slots": {"callback": "yes", "contact": "+15551234567"}}
+    stored = bot.store.transcript(cid)
+    assert [t.get("handoff") is not None for t in stored] == [False, False, True]
+    assert counter("bot_handoffs_total") == before + 1
+
+
+def test_the_webhook_gets_the_event_signed_after_the_turn_is_saved(hook: Hook) -> None:
+    bot = demo({"BOT_HANDOFF_WEBHOOK": hook.url, "BOT_HANDOFF_WEBHOOK_SECRET": "s3cret"})
+    delivered = counter("bot_handoff_webhook_total", outcome="delivered")
+    cid, turn = talk(bot, *CALL_ME)
+    assert bot.handoffs is not None and bot.handoffs.wait_idle()
+    assert len(hook.requests) == 1
+    headers, body = hook.requests[0]
+    expected = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(headers["x-hybridbot-signature"], expected)
+    assert headers["x-hybridbot-event"] == "handoff" and headers["content-type"] == "application/json"
+    assert len(headers["x-hybridbot-delivery"]) == 36
+    sent = json.loads(body)
+    assert sent["event"] == "handoff" and sent["conversation_id"] == cid and sent["turn_id"] == turn.turn_id
+    assert sent["flow"] == "contact_human" and sent["slots"]["contact"] == "+15551234567"
+    assert [r["visitor"] for r in sent["recent"]] == list(CALL_ME)
+    assert sent["recent"][-1]["bot"] == [turn.text]
+    assert sent["at"].endswith("+00:00")
+    assert counter("bot_handoff_webhook_total", outcome="delivered") == delivered + 1
+
+
+def test_a_slow_webhook_never_holds_up_the_visitors_reply() -> None:
+    held = threading.Event()
+    slow = Hook(hold=held)
+    try:
+        bot = demo({"BOT_HANDOFF_WEBHOOK": slow.url})
+        _, turn = talk(bot, *CALL_ME)
+        assert slow.arrived.wait(10)  # the webhook has the request and has not answered yet...
+        assert "passed our conversation on" in turn.text  # ...while the visitor already has the reply
+        assert not held.is_set()
+        held.set()
+        assert bot.handoffs is not None and bot.handoffs.wait_idle()
+    finally:
+        slow.close()
+
+
+def run_notifier(hook: Hook) -> tuple[list[str], list[float]]:
+    outcomes: list[str] = []
+    waits: list[float] = []
+    notifier = Notifier(hook.url, on_result=outcomes.append, sleep=waits.append)
+    notifier.notify({"event": "handoff", "conversation_id": "c1"})
+    assert notifier.wait_idle()
+    return outcomes, waits
+
+
+@pytest.mark.parametrize("statuses, tries, outcome", [
+    ([500, 503, 204], 3, "delivered"),   # server errors: tried again
+    ([429, 200], 2, "delivered"),        # too many requests: tried again
+    ([400], 1, "failed"),                # the receiver refuses the payload: no point trying again
+    ([502], handoff.ATTEMPTS, "failed"),  # never recovers: gives up after every try
+])
+def test_delivery_tries_again_only_when_it_can_help(statuses: list[int], tries: int, outcome: str) -> None:
+    server = Hook(statuses)
+    try:
+        outcomes, waits = run_notifier(server)
+    finally:
+        server.close()
+    assert len(server.requests) == tries
+    assert outcomes == [outcome]
+    assert waits == list(handoff.BACKOFF[:tries - 1])
+    assert len({h["x-hybridbot-delivery"] for h, _ in server.requests}) == 1  # one id: receivers can drop repeats
+
+
+def test_an_unreachable_webhook_is_logged_and_counted(caplog: pytest.LogCaptureFixture) -> None:
+    server = Hook()
+    url = server.url
+    server.close()  # nothing listens there any more
+    outcomes: list[str] = []
+    notifier = Notifier(url, on_result=outcomes.append, sleep=lambda s: None)
+    notifier.notify({"conversation_id": "c9"})
+    assert notifier.wait_idle()
+    assert outcomes == ["failed"]
+    assert "c9 was not delivered" in caplog.text and "GET /admin/handoffs" in caplog.text
+
+
+def test_settings_are_checked_and_one_notifier_serves_a_process() -> None:
+    assert notifier_for({}) is None and notifier_for({"BOT_HANDOFF_WEBHOOK": " "}) is None
+    with pytest.raises(ValueError, match="must be an http"):
+        notifier_for({"BOT_HANDOFF_WEBHOOK": "ftp://example.com/x"})
+    env = {"BOT_HANDOFF_WEBHOOK": "https://helpdesk.example/hook"}
+    assert notifier_for(env) is notifier_for(dict(env))  # a reloaded bot keeps the same queue
+
+
+def test_redacted_transcripts_redact_the_handed_over_slots_too() -> None:
+    turn = {"turn_id": "t1", "text_in": "call me", "replies": [],
+            "handoff": {"flow": "contact_human", "slots": {"contact": "jo@example.com", "callback": "yes"}}}
+    assert Redactor(PrivacySettings()).for_transcript(turn) == turn
+    stored = Redactor(PrivacySettings(redact_transcripts=True)).for_transcript(turn)
+    assert stored["handoff"] == {"flow": "contact_human", "slots": {"contact": "[email]", "callback": "yes"}}
+
+
+def admin(bot: Bot) -> Callable[..., Any]:
+    client = create_app(bot, env={"BOT_ADMIN_TOKEN": "t0ken"}).test_client()
+    return lambda path, token="t0ken": client.get(path, headers={"Authorization": f"Bearer {token}"} if token else {})
+
+
+def test_staff_list_handoffs_newest_first_with_the_admin_token() -> None:
+    bot = demo({})
+    first, _ = talk(bot, *CALL_ME)
+    talk(bot, "hi", "what are your opening hours")
+    second, _ = talk(bot, "talk to a person", "yes", "jo@example.com")
+    get = admin(bot)
+    assert get("/admin/handoffs", token="").status_code == 401
+    assert get("/admin/handoffs", token="wrong").status_code == 401
+    listed = get("/admin/handoffs").get_json()["handoffs"]
+    assert [h["conversation_id"] for h in listed] == [second, first]
+    assert listed[0]["slots"] == {"callback": "yes", "contact": "jo@example.com"}
+    assert listed[0]["message"] == "jo@example.com" and listed[0]["flow"] == "contact_human"
+    assert [h["conversation_id"] for h in get("/admin/handoffs?limit=1").get_json()["handoffs"]] == [second]
+    assert get("/admin/handoffs?limit=0").status_code == 400
