@@ -70,6 +70,13 @@ class ThumbsDown:
 
 
 @dataclass(frozen=True)
+class HandedOver:
+    turn: TurnLine
+    flow: str | None
+    slots: Mapping[str, Any]  # the flow's slots when it handed over (how to reach the visitor)
+
+
+@dataclass(frozen=True)
 class Report:
     since: datetime | None
     first_at: float | None
@@ -87,6 +94,8 @@ class Report:
     llm_errors: tuple[tuple[str, int], ...]
     clusters: tuple[Cluster, ...]
     unclustered: int  # fallback messages that grouped with no other
+    handoffs: tuple[HandedOver, ...] = ()  # newest last, at most max_handoffs
+    handoff_count: int = 0
 
     @property
     def fallback_rate(self) -> float:
@@ -113,14 +122,15 @@ def _day(seconds: float) -> str:
 
 def build_report(store: Any, since: datetime | None = None, *, known_intents: Collection[str] = (),
                  top: int = 15, low_confidence: int = 20, context_turns: int = 3,
-                 max_thumbs_down: int = 50) -> Report:
+                 max_thumbs_down: int = 50, max_handoffs: int = 50) -> Report:
     """Read every turn since ``since`` from ``store.iter_turns`` and summarise them.
 
     Args:
         store: a ConversationStore (``bot.store.open_store(...)``).
         since: only turns created at or after this time.
         known_intents: the bot's intent names; suggested intent names avoid them.
-        top, low_confidence, max_thumbs_down: how many rows those sections keep.
+        top, low_confidence, max_thumbs_down, max_handoffs: how many rows those sections keep
+            (the latest handoffs).
         context_turns: earlier turns shown with each thumbs-down turn.
     """
     turns = conversations = fallbacks = llm_turns = 0
@@ -135,6 +145,8 @@ def build_report(store: Any, since: datetime | None = None, *, known_intents: Co
     errors: collections.Counter[str] = collections.Counter()
     fallback_texts: collections.Counter[str] = collections.Counter()
     recent: dict[str, collections.deque[TurnLine]] = {}
+    handoffs: collections.deque[HandedOver] = collections.deque(maxlen=max(max_handoffs, 0))
+    handoff_count = 0
     for raw in store.iter_turns(since=since):
         line = TurnLine.of(raw)
         turns += 1
@@ -174,6 +186,10 @@ def build_report(store: Any, since: datetime | None = None, *, known_intents: Co
             if feedback["rating"] == "down" and len(downs) < max_thumbs_down:
                 context = tuple(history) if context_turns > 0 else ()
                 downs.append(ThumbsDown(line, str(feedback.get("comment") or ""), context))
+        handoff = raw.get("handoff")
+        if isinstance(handoff, Mapping):
+            handoff_count += 1
+            handoffs.append(HandedOver(line, handoff.get("flow"), dict(handoff.get("slots") or {})))
         history.append(line)
     clusters, unclustered = cluster_messages(fallback_texts, known_intents)
     return Report(
@@ -183,7 +199,7 @@ def build_report(store: Any, since: datetime | None = None, *, known_intents: Co
         low_confidence=tuple(sorted(weak.values(), key=lambda w: (w.turn.score, -w.count, w.turn.created_at))
                              [:low_confidence]),
         thumbs_down=tuple(downs), votes=dict(votes), llm_turns=llm_turns, llm_errors=tuple(errors.most_common()),
-        clusters=tuple(clusters), unclustered=unclustered)
+        clusters=tuple(clusters), unclustered=unclustered, handoffs=tuple(handoffs), handoff_count=handoff_count)
 
 
 # -- text ------------------------------------------------------------------------------------------
@@ -230,6 +246,13 @@ def format_text(report: Report) -> str:
             out += [f"      visitor: {_short(ctx.text)}", f"      bot:     {_short(ctx.reply)}"]
         out += [f"    > visitor: {_short(down.turn.text)}", f"    > bot:     {_short(down.turn.reply)}"]
     if not report.thumbs_down:
+        out.append("  (none)")
+    out += ["", f"Handed to a person ({report.handoff_count})"]
+    for h in report.handoffs:
+        slots = ", ".join(f"{k}={v}" for k, v in h.slots.items() if v is not None)
+        out.append(f"  conversation {h.turn.conversation_id}, {_when(h.turn.created_at)}, flow {h.flow or '-'}"
+                   + (f": {_short(slots)}" if slots else ""))
+    if not report.handoffs:
         out.append("  (none)")
     out += ["", f"Candidate new intents from fallback messages ({len(report.clusters)} groups, "
                 f"{report.unclustered} messages left ungrouped)"]

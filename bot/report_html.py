@@ -122,6 +122,16 @@ def format_html(report: Report) -> str:
                    + "".join(_turn(c) for c in down.context) + _turn(down.turn, "▶ ") + "</div>")
     if not report.thumbs_down:
         out.append("<p class=muted>None.</p>")
+    out.append(f"<h2>Handed to a person ({report.handoff_count})</h2>")
+    if report.handoffs:
+        out.append("<table><tr><th>when</th><th>conversation</th><th>flow</th><th>slots</th></tr>")
+        for h in report.handoffs:
+            slots = ", ".join(f"{k}={v}" for k, v in h.slots.items() if v is not None)
+            out.append(f"<tr><td>{_e(_when(h.turn.created_at))}</td><td>{_e(h.turn.conversation_id)}</td>"
+                       f"<td>{_e(h.flow or '-')}</td><td>{_e(slots)}</td></tr>")
+        out.append("</table>")
+    else:
+        out.append("<p class=muted>None.</p>")
     out.append(f"<h2>Candidate new intents ({len(report.clusters)})</h2><p class=muted>Fallback messages "
                f"grouped by similarity ({report.unclustered} stayed alone). Paste a group under "
                "<code>intents:</code> in intents.yaml, add the flow, then run <code>hybridbot validate</code>.</p>")

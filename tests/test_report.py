@@ -99,6 +99,25 @@ def test_a_thumbs_down_turn_comes_with_the_turns_before_it(store: MemoryStore) -
     assert [(c.text, c.reply) for c in down.context] == [("hello", "ok"), ("price of the X5", "The X5 costs $61,900.")]
 
 
+def test_handoffs_are_counted_and_listed_latest_with_their_slots(store: MemoryStore) -> None:
+    handed = MemoryStore()
+    fill(handed, {f"conv-handoff-{n:02d}-aaaaaaaa": [
+        turn("hi", at=DAY1 + n * 10),
+        turn("call me", "flow", None, at=DAY1 + n * 10 + 1,
+             handoff={"flow": "contact_human", "slots": {"contact": f"+1555000{n:04d}", "callback": "yes",
+                                                         "unset": None}})] for n in range(4)})
+    report = build_report(handed, max_handoffs=3)
+    assert report.handoff_count == 4
+    assert [h.turn.conversation_id for h in report.handoffs] == [f"conv-handoff-{n:02d}-aaaaaaaa" for n in (1, 2, 3)]
+    assert report.handoffs[-1].slots["contact"] == "+15550000003" and report.handoffs[-1].flow == "contact_human"
+    text = format_text(report)
+    assert "Handed to a person (4)" in text
+    assert "conv-handoff-03-aaaaaaaa" in text and "contact=+15550000003, callback=yes" in text and "unset" not in text
+    page = format_html(report)
+    assert "Handed to a person (4)" in page and "contact=+15550000003" in page
+    assert "Handed to a person (0)\n  (none)" in format_text(build_report(store))  # the fixture has none
+
+
 def test_fallback_messages_group_into_named_candidate_intents(store: MemoryStore) -> None:
     report = build_report(store, known_intents=("greet", "ask_price"))
     groups = {c.name: set(c.examples) for c in report.clusters}
