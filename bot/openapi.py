@@ -142,6 +142,16 @@ def _responses() -> dict[str, Any]:
     return out
 
 
+def _admin_list(operation: str, summary: str, schema: str, order: str) -> dict[str, Any]:
+    """An admin GET that lists stored turns: ``limit`` and ``since`` in the query."""
+    return {"get": {
+        "operationId": operation, "summary": summary, "security": [{"adminToken": []}],
+        "parameters": [
+            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+            {"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"}}],
+        "responses": {"200": _json(_ref(schema), order), **_errors(400, 401, 404, 500, 503)}}}
+
+
 def document(settings: WebSettings) -> dict[str, Any]:
     """The OpenAPI 3.1 description of every route, with the limits of ``settings`` filled in."""
     chat_body = {"required": True, "content": {"application/json": {"schema": _ref("ChatRequest")}}}
@@ -220,22 +230,10 @@ def document(settings: WebSettings) -> dict[str, Any]:
                               "422": _json(_ref("Error"), "The files have errors (code 'config_invalid'); the "
                                                           "message lists them as file:line:col."),
                               **_errors(401, 404, 500)}}},
-            "/admin/transcripts": {"get": {
-                "operationId": "transcripts", "summary": "Recent conversations with all their turns.",
-                "security": admin,
-                "parameters": [
-                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
-                    {"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"}}],
-                "responses": {"200": _json(_ref("AdminTranscripts"), "Newest conversation first."),
-                              **_errors(400, 401, 404, 500, 503)}}},
-            "/admin/handoffs": {"get": {
-                "operationId": "handoffs", "summary": "Conversations handed to a person (handoff steps), newest first.",
-                "security": admin,
-                "parameters": [
-                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
-                    {"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"}}],
-                "responses": {"200": _json(_ref("AdminHandoffs"), "Newest first."),
-                              **_errors(400, 401, 404, 500, 503)}}},
+            "/admin/transcripts": _admin_list("transcripts", "Recent conversations with all their turns.",
+                                              "AdminTranscripts", "Newest conversation first."),
+            "/admin/handoffs": _admin_list("handoffs", "Conversations handed to a person (handoff steps).",
+                                           "AdminHandoffs", "Newest first."),
         },
         "components": {
             "schemas": _schemas(settings),

@@ -282,9 +282,7 @@ def _admin_routes(app: Flask, state: WebState) -> None:
     @app.get("/admin/transcripts")
     @per_ip
     def admin_transcripts() -> Response:
-        check_admin(token)
-        limit = _query_int("limit", ADMIN_TRANSCRIPTS_LIMIT, 1, 500)
-        since = _query_time("since")
+        limit, since = _admin_window(token)
         conversations: dict[str, list[dict[str, Any]]] = {}
         for turn in holder.bot.store.iter_turns(since=since):
             turn = dict(turn)
@@ -299,14 +297,18 @@ def _admin_routes(app: Flask, state: WebState) -> None:
     @per_ip
     def admin_handoffs() -> Response:
         """Conversations a ``handoff`` step gave to a person, newest first (the webhook's events, kept)."""
-        check_admin(token)
-        limit = _query_int("limit", ADMIN_TRANSCRIPTS_LIMIT, 1, 500)
-        since = _query_time("since")
+        limit, since = _admin_window(token)
         found = [{"conversation_id": t["conversation_id"], "turn_id": t.get("turn_id"), "at": iso(t.get("created_at")),
                   "flow": t["handoff"].get("flow"), "slots": t["handoff"].get("slots") or {},
                   "message": t.get("text_in", "")}
                  for t in holder.bot.store.iter_turns(since=since) if isinstance(t.get("handoff"), dict)]
         return jsonify(handoffs=found[::-1][:limit])
+
+
+def _admin_window(token: str | None) -> tuple[int, datetime | None]:
+    """The admin token checked, then the ``limit`` and ``since`` of an admin list."""
+    check_admin(token)
+    return _query_int("limit", ADMIN_TRANSCRIPTS_LIMIT, 1, 500), _query_time("since")
 
 
 def _query_int(name: str, default: int, low: int, high: int) -> int:
