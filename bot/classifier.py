@@ -103,6 +103,8 @@ def tfidf_matrix(blocks: Sequence[_Tfidf], docs: Sequence[Sequence[list[str]]],
     blocks (default 1 each).
     """
     n = len(docs[0])
+    if len(docs) != len(blocks) or any(len(d) != n for d in docs):
+        raise ValueError("tfidf_matrix needs one list of docs per block, all of the same length")
     rows, cols, idf, starts, width = [], [], [], [], 0
     for block, block_docs in zip(blocks, docs):
         r, c = block.ids(block_docs)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .calibrate import CalibrationReport, choose, score_arrays
 from .config import OUT_OF_SCOPE, IntentsConfig, Source
-from .router import Router
+from .router import Router, normalize
 from .yamlfile import read as read_yaml
 
 FOLDS = 5
@@ -105,19 +105,23 @@ def cross_validate(intents: IntentsConfig, *, folds: int = FOLDS, base_dir: Path
         base_dir: the bot directory, to name each example's ``file:line:col``.
 
     Raises:
-        ValueError: fewer than 2 folds, or no intent has an example.
+        ValueError: fewer than 2 folds, or fewer than 2 different examples.
     """
     if folds < 2:
         raise ValueError("cross-validation needs at least 2 folds")
     started = time.perf_counter()
     groups: dict[str, list[list[tuple[int, str]]]] = {}
+    dealt = 0  # dealing goes on from intent to intent, so the groups stay even
     for name, intent in intents.intents.items():
-        ordered = sorted(enumerate(intent.examples), key=lambda p: hashlib.sha256(p[1].encode()).hexdigest())
+        alike: dict[str, list[tuple[int, str]]] = {}  # examples the router reads the same way stay together
+        for index, example in enumerate(intent.examples):
+            alike.setdefault(normalize(example), []).append((index, example))
         groups[name] = [[] for _ in range(folds)]
-        for rank, (index, example) in enumerate(ordered):
-            groups[name][rank % folds].append((index, example))  # hash order: even and deterministic
-    if not any(intent.examples for intent in intents.intents.values()):
-        raise ValueError("no intent has an example to cross-validate")
+        for _, members in sorted(alike.items(), key=lambda kv: hashlib.sha256(kv[0].encode()).hexdigest()):
+            groups[name][dealt % folds].extend(members)  # hash order: deterministic
+            dealt += 1
+    if dealt < 2:
+        raise ValueError("cross-validation needs at least 2 different examples (a router is built without each)")
     where = _positions(intents, base_dir)
     outcomes: list[Outcome] = []
     labels: list[str | None] = []

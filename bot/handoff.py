@@ -5,17 +5,22 @@ transcript and ``GET /admin/handoffs`` always show it. With ``BOT_HANDOFF_WEBHOO
 handoff is also POSTed there as JSON by a background thread, after the turn is saved and
 without delaying the visitor's reply: a helpdesk, a chat channel or a CRM creates the ticket.
 
-Delivery is at least once per process lifetime: up to ``ATTEMPTS`` tries, again after 5xx, 429,
-timeouts and refused connections, never after another 4xx (the receiver rejects the payload;
-trying again would not change that). Every try of one event carries the same
-``X-Hybridbot-Delivery`` id, so a receiver can drop repeats. With
+Delivery is at least once per process lifetime: up to ``ATTEMPTS`` tries, again after 5xx, 408,
+429, timeouts and broken connections, never after another 4xx (the receiver rejects the
+payload; trying again would not change that) nor a redirect (not followed: a POST redirected
+becomes a GET without its body; configure the final URL). Events go one at a time. Every try of
+one event carries the same ``X-Hybridbot-Delivery`` id, so a receiver can drop repeats. Logs
+name the webhook by scheme and host only: an incoming-webhook URL often holds its secret in
+the path. With
 ``BOT_HANDOFF_WEBHOOK_SECRET`` the body is signed: ``X-Hybridbot-Signature: sha256=<hex>``,
 HMAC-SHA256 of the exact body bytes with the secret, as GitHub signs its webhooks.
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import hmac
+import http.client
 import json
 import logging
 import queue
@@ -27,6 +32,7 @@ import uuid
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +41,22 @@ BACKOFF = (1.0, 5.0, 25.0)   # seconds before the 2nd, 3rd and 4th try
 TIMEOUT = 5.0                # seconds per try
 QUEUE_SIZE = 1000            # handoffs waiting for delivery; more are dropped (and logged)
 RECENT_TURNS = 10            # turns of the conversation sent with the event
+EXIT_WAIT = 5.0              # seconds a stopping process waits for events still queued
+RETRIED = ("HTTP 408", "HTTP 429", "HTTP 5")  # answers worth another try; other HTTP answers are final
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # urllib then raises HTTPError with the 3xx status
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+def where(url: str) -> str:
+    """The webhook as logs may show it: scheme and host, no path or query (they can hold secrets)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or '?'}" + (f":{parts.port}" if parts.port else "")
 
 
 def event(conversation_id: str, record: Mapping[str, Any], handoff: Mapping[str, Any],
@@ -71,6 +93,7 @@ class Notifier:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"BOT_HANDOFF_WEBHOOK must be an http(s) URL, got {url!r}")
         self.url, self.secret = url, secret
+        self.where = where(url)
         self.on_result = on_result or (lambda outcome: None)
         self.sleep = sleep
         self._queue: queue.Queue[tuple[str, bytes, str]] = queue.Queue(QUEUE_SIZE)
@@ -85,7 +108,7 @@ class Notifier:
             self._queue.put_nowait((str(uuid.uuid4()), body, cid))
         except queue.Full:
             log.error("handoff of conversation %s not sent: %d handoffs already wait for %s", cid, QUEUE_SIZE,
-                      self.url)
+                      self.where)
             self.on_result("failed")
             return
         with self._lock:
@@ -101,6 +124,12 @@ class Notifier:
                 return False
             time.sleep(0.01)
         return True
+
+    def drain(self) -> None:
+        """At process exit (a worker restart): give queued events EXIT_WAIT seconds, then say what is left."""
+        if not self.wait_idle(EXIT_WAIT):
+            log.error("%d handoff event(s) not sent to %s before this process stopped; GET /admin/handoffs lists "
+                      "them", self._queue.unfinished_tasks, self.where)
 
     def _run(self) -> None:
         while True:
@@ -123,27 +152,29 @@ class Notifier:
                 self.sleep(BACKOFF[min(attempt - 1, len(BACKOFF) - 1)])
             problem = self._post(body, headers)
             if problem is None:
-                log.info("handoff of conversation %s delivered to %s", cid, self.url)
+                log.info("handoff of conversation %s delivered to %s", cid, self.where)
                 return True
-            final = problem.startswith("HTTP 4") and not problem.startswith("HTTP 429")
+            final = problem.startswith("HTTP ") and not problem.startswith(RETRIED)
+            if problem.startswith("HTTP 3"):
+                problem += " (redirects are not followed: set BOT_HANDOFF_WEBHOOK to the final URL)"
             log.warning("handoff of conversation %s: try %d of %d to %s failed: %s", cid, attempt + 1, ATTEMPTS,
-                        self.url, problem)
+                        self.where, problem)
             if final:
                 break
         log.error("handoff of conversation %s was not delivered to %s; it is listed at GET /admin/handoffs",
-                  cid, self.url)
+                  cid, self.where)
         return False
 
     def _post(self, body: bytes, headers: dict[str, str]) -> str | None:
         """None on a 2xx answer, else what went wrong."""
         request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT) as response:  # noqa: S310 - http(s) checked
+            with _OPENER.open(request, timeout=TIMEOUT) as response:
                 response.read(65536)
                 return None if 200 <= response.status < 300 else f"HTTP {response.status}"
         except urllib.error.HTTPError as exc:
             return f"HTTP {exc.code}"
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
             return f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
 
 
@@ -161,5 +192,6 @@ def notifier_for(env: Mapping[str, str]) -> Notifier | None:
         if key not in _NOTIFIERS:
             from .metrics import observe_handoff_delivery
 
-            _NOTIFIERS[key] = Notifier(url, key[1], on_result=observe_handoff_delivery)
+            notifier = _NOTIFIERS[key] = Notifier(url, key[1], on_result=observe_handoff_delivery)
+            atexit.register(notifier.drain)
         return _NOTIFIERS[key]

@@ -85,6 +85,9 @@ class TurnRunner:
                           "flow": outcome.flow, "trace": trace}
             if outcome.errors:
                 turn.error = "action"
+            for effect in outcome.effects:  # before anything is said: a visitor who leaves mid-reply still handed over
+                if isinstance(effect, Handoff):
+                    turn.handoff = {"flow": effect.flow, "slots": effect.slots}
             try:
                 yield "meta", {"conversation_id": cid, "turn_id": turn.turn_id, "route": turn.route}
                 for effect in outcome.effects:
@@ -93,17 +96,18 @@ class TurnRunner:
                         yield "delta", {"text": effect.text, "index": len(turn.replies) - 1}
                     elif isinstance(effect, CallLLM):
                         yield from self.llm_reply(conv, turn, effect)
-                    elif isinstance(effect, Handoff):
-                        turn.handoff = {"flow": effect.flow, "slots": effect.slots}
             except GeneratorExit:  # the visitor went away mid-stream: keep what was said
                 turn.incomplete = closed = True
             turn.latency_ms = round((time.perf_counter() - started) * 1000, 2)
             record = self.record(turn)
             stored = bot.redactor.for_transcript(record)
             conv.add_turn(stored)
-            handoff = self.handoff_event(conv, stored) if turn.handoff and bot.handoffs is not None else None
+            handoff = self.handoff_event(conv, stored, turn) if turn.handoff and bot.handoffs is not None else None
         if handoff is not None:  # saved: now the people who take over may hear of it
-            bot.handoffs.notify(handoff)
+            try:
+                bot.handoffs.notify(handoff)
+            except Exception:  # the turn is saved and listed at /admin/handoffs: never fail the reply over it
+                log.exception("handoff of conversation %s: could not queue the webhook event", cid)
         self.log_turn(turn)
         observe_turn(record, known_intents=bot.config.intents.intents)
         if closed:
@@ -200,12 +204,18 @@ class TurnRunner:
         return out
 
     @staticmethod
-    def handoff_event(conv: Any, stored: dict[str, Any]) -> dict[str, Any]:
-        """The webhook body for this turn's handoff, from the turns as stored (redacted as they are)."""
+    def handoff_event(conv: Any, stored: dict[str, Any], turn: Any) -> dict[str, Any]:
+        """The webhook body for this turn's handoff: the recent turns as stored (redacted as they
+        are), the slots as given (the webhook is how the team reaches the visitor)."""
         from .handoff import RECENT_TURNS, event
 
-        earlier = [t for t in conv.history(limit=RECENT_TURNS) if t.get("turn_id") != stored["turn_id"]]
-        return event(conv.id, stored, stored["handoff"], earlier)
+        try:
+            earlier = [t for t in conv.history(limit=RECENT_TURNS) if t.get("turn_id") != stored["turn_id"]]
+        except Exception:  # the store could not read the earlier turns: send this one alone
+            log.warning("handoff of conversation %s: earlier turns unreadable, sending this turn only", conv.id,
+                        exc_info=True)
+            earlier = []
+        return event(conv.id, stored, turn.handoff, earlier)
 
     def log_turn(self, turn: Any) -> None:
         turn_log.info("turn", extra={"conversation_id": turn.conversation_id, "turn_id": turn.turn_id,

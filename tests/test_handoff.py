@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -26,15 +27,24 @@ CALL_ME = ("can I talk to a human please", "yes please", "you can call me on +1 
 class Hook:
     """A local HTTP server standing in for a helpdesk's webhook: records requests, answers ``statuses``."""
 
-    def __init__(self, statuses: list[int] | None = None, hold: threading.Event | None = None) -> None:
+    def __init__(self, statuses: list[int] | None = None, hold: threading.Event | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.methods: list[str] = []
         self.statuses = list(statuses or [204])
         self.hold = hold
         self.arrived = threading.Event()
         hook = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - a followed redirect would arrive here
+                hook.methods.append("GET")
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                hook.methods.append("POST")
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 hook.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
                 hook.arrived.set()
@@ -42,6 +52,8 @@ class Hook:
                     hook.hold.wait(10)
                 status = hook.statuses.pop(0) if len(hook.statuses) > 1 else hook.statuses[0]
                 self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -141,6 +153,7 @@ def run_notifier(hook: Hook) -> tuple[list[str], list[float]]:
 @pytest.mark.parametrize("statuses, tries, outcome", [
     ([500, 503, 204], 3, "delivered"),   # server errors: tried again
     ([429, 200], 2, "delivered"),        # too many requests: tried again
+    ([408, 201], 2, "delivered"),        # request timeout: tried again
     ([400], 1, "failed"),                # the receiver refuses the payload: no point trying again
     ([502], handoff.ATTEMPTS, "failed"),  # never recovers: gives up after every try
 ])
@@ -166,6 +179,45 @@ def test_an_unreachable_webhook_is_logged_and_counted(caplog: pytest.LogCaptureF
     assert notifier.wait_idle()
     assert outcomes == ["failed"]
     assert "c9 was not delivered" in caplog.text and "GET /admin/handoffs" in caplog.text
+    assert "/hooks/handoff" not in caplog.text  # logs name scheme and host: a webhook path can hold its secret
+
+
+def test_a_redirect_is_not_followed_and_says_why(caplog: pytest.LogCaptureFixture) -> None:
+    server = Hook([302], headers={"Location": "/elsewhere"})
+    try:
+        outcomes, waits = run_notifier(server)
+    finally:
+        server.close()
+    assert server.methods == ["POST"]  # urllib would have turned it into a GET without the body
+    assert outcomes == ["failed"] and waits == []
+    assert "HTTP 302 (redirects are not followed" in caplog.text
+
+
+def test_a_visitor_who_leaves_mid_reply_is_still_handed_over() -> None:
+    bot = demo({})
+    cid, _ = talk(bot, *CALL_ME[:2])
+    events = bot.stream(cid, CALL_ME[2])
+    assert next(events)[0] == "meta"
+    assert next(events)[0] == "delta"
+    events.close()  # the browser went away while the handoff text was on its way
+    last = bot.store.transcript(cid)[-1]
+    assert last["incomplete"] is True
+    assert last["handoff"] == {"flow": "contact_human", "slots": {"callback": "yes", "contact": "+15551234567"}}
+
+
+def test_with_redacted_transcripts_the_webhook_still_gets_the_contact(tmp_path: Path, hook: Hook) -> None:
+    shutil.copytree(ROOT, tmp_path / "bot", ignore=shutil.ignore_patterns("var", ".git", ".venv", "__pycache__",
+                                                                          "tests", "docs", "bench", "web"))
+    intents = tmp_path / "bot" / "intents.yaml"
+    intents.write_text(intents.read_text() + "privacy:\n  redact:\n    transcripts: true\n")
+    bot = Bot.from_path(tmp_path / "bot", store=MemoryStore(), env={"BOT_HANDOFF_WEBHOOK": hook.url})
+    cid, _ = talk(bot, *CALL_ME)
+    assert bot.handoffs is not None and bot.handoffs.wait_idle()
+    stored = bot.store.transcript(cid)[-1]
+    assert stored["handoff"]["slots"]["contact"] == "[phone]"  # the transcript keeps no phone number
+    sent = json.loads(hook.requests[0][1])
+    assert sent["slots"]["contact"] == "+15551234567"  # the team needs it to call back
+    assert sent["recent"][-1]["visitor"] == "you can call me on [phone]"  # the text, as stored
 
 
 def test_settings_are_checked_and_one_notifier_serves_a_process() -> None:

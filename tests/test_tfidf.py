@@ -44,6 +44,14 @@ def test_one_doc_at_a_time_gives_the_batchs_rows() -> None:
         np.testing.assert_array_equal(one.toarray()[0], batch.toarray()[i])
 
 
+def test_blocks_and_their_docs_must_match() -> None:
+    words = _Tfidf(word_features, [word_features(t) for t in TEXTS], 1)
+    with pytest.raises(ValueError, match="same length"):
+        tfidf_matrix([words, words], [[["hi"]], [["hi"], ["ho"]]])
+    with pytest.raises(ValueError, match="one list of docs per block"):
+        tfidf_matrix([words, words], [[["hi"]]])
+
+
 def test_unknown_and_empty_docs_make_empty_rows() -> None:
     words = _Tfidf(word_features, [word_features(t) for t in TEXTS], 1)
     matrix = tfidf_matrix([words], [[[], word_features("zebra quantum"), word_features("book")]])

@@ -41,19 +41,21 @@
     errorInterrupted: 'The connection was interrupted. Please try again.',
   };
   const LANGS = ['de', 'es', 'fr', 'nl']; // the i18n/*.json files shipped with the widget
-  const LANG = (() => {
+  let LANG = (() => { // 'en' again if its file does not load
     const tag = String(ds.lang || document.documentElement.lang || 'en').trim().toLowerCase();
     return [tag, tag.split('-')[0]].find((l) => LANGS.includes(l)) || 'en';
   })();
   let T = STRINGS;
+  const own = (o, k) => Object.prototype.hasOwnProperty.call(o, k);
   const t = (key, vars) => String(T[key] ?? STRINGS[key] ?? key)
-    .replace(/\{(\w+)\}/g, (m, k) => (vars && k in vars ? String(vars[k]) : m));
+    .replace(/\{(\w+)\}/g, (m, k) => (vars && own(vars, k) ? String(vars[k]) : m));
   // Known keys only (error_<code> replaces the server's message for that error code); others are reported.
   const merged = (base, extra, from) => {
     const out = { ...base };
     const unknown = [];
     for (const [k, v] of Object.entries(extra)) {
-      if (typeof v === 'string' && (k in STRINGS || /^error_[a-z_]+$/.test(k))) out[k] = v; else unknown.push(k);
+      if (typeof v === 'string' && (own(STRINGS, k) || /^error_[a-z_]+$/.test(k))) out[k] = v;
+      else unknown.push(k);
     }
     if (unknown.length) console.warn(`hybridbot: ${from}: unknown or non-text keys ignored: ${unknown.join(', ')}`);
     return out;
@@ -80,6 +82,7 @@
         base = merged(STRINGS, texts, `i18n/${LANG}.json`);
       } catch (err) {
         console.warn(`hybridbot: the ${LANG} texts did not load (${err.message || err}); showing English`);
+        LANG = 'en';
       } finally {
         clearTimeout(timer);
       }
@@ -586,12 +589,14 @@
 
   // ---- host-page hooks and public API ----
   document.addEventListener('click', (e) => {
-    const t = e.target instanceof Element && e.target.closest('[data-hybridbot-send],[data-hybridbot-open]');
-    if (!t || !host) return;
+    const el = e.target instanceof Element && e.target.closest('[data-hybridbot-send],[data-hybridbot-open]');
+    if (!el) return;
     e.preventDefault();
-    const text = t.getAttribute('data-hybridbot-send');
-    open();
-    if (text) send(text);
+    const text = el.getAttribute('data-hybridbot-send');
+    ready.then(() => { // a click while the widget's texts load still counts
+      open();
+      if (text) send(text);
+    });
   });
 
   const ready = loadStrings().then(() => new Promise((resolve) => {

@@ -61,14 +61,14 @@ def test_a_german_page_gets_the_widget_in_german_from_another_origin(chat: Chatb
 def test_data_lang_wins_and_data_strings_replace_single_texts(chat: Chatbox) -> None:
     fr = _texts("fr")
     warnings = _console(chat)
-    own = {"placeholder": "Une question sur nos voitures ?", "bogus": "x", "retry": 3}
+    own = {"placeholder": "Une question sur nos voitures ?", "bogus": "x", "retry": 3, "constructor": "x"}
     chat.page.goto(_site(chat, "/boutique", "de", f"data-lang=\"fr\" data-strings='{json.dumps(own)}'"))
     chat.launcher.click()
     expect(chat.page.locator(".hb-root")).to_have_attribute("lang", "fr")
     box = chat.page.get_by_label(fr["message"], exact=True)
     expect(box).to_have_attribute("placeholder", own["placeholder"])  # the site's own text
     expect(chat.page.get_by_role("button", name=fr["closeChat"])).to_be_visible()  # the rest: French
-    assert any("data-strings" in w and "bogus" in w and "retry" in w for w in warnings), warnings
+    assert any("data-strings" in w and "bogus" in w and "retry" in w and "constructor" in w for w in warnings), warnings
 
 
 def test_a_language_without_texts_is_english_and_fetches_nothing(chat: Chatbox) -> None:
@@ -88,9 +88,25 @@ def test_texts_that_fail_to_load_leave_a_working_english_widget(chat: Chatbox) -
     chat.page.goto(_site(chat, "/winkel", "nl"))
     chat.open()
     expect(chat.input).to_have_attribute("placeholder", "Type your message…")
+    expect(chat.page.locator(".hb-root")).to_have_attribute("lang", "en")  # what is shown, not what was asked
     chat.ask("hi")
     assert any("nl texts did not load" in w for w in warnings), warnings
     assert chat.errors == []
+
+
+def test_a_page_button_clicked_while_the_texts_load_still_opens_and_sends(chat: Chatbox) -> None:
+    release = []
+    chat.page.route("**/i18n/de.json", lambda route: release.append(route))  # held until the click is in
+    url = _site(chat, "/laden", "de")
+    chat.page.route(url, lambda route: route.fulfill(status=200, content_type="text/html", body=(
+        '<!doctype html><html lang="de"><body><button id=ask data-hybridbot-send="what are your opening hours">'
+        f'Fragen</button><script src="{chat.base_url}/widget.js" defer></script></body></html>')))
+    chat.page.goto(url)
+    chat.page.click("#ask")
+    for route in release:
+        route.continue_()
+    expect(chat.done_turns).to_have_count(1)
+    expect(chat.user_messages).to_have_text(["what are your opening hours"])
 
 
 def test_errors_are_said_in_the_page_language_not_in_the_servers(chat: Chatbox) -> None:
