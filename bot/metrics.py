@@ -81,8 +81,9 @@ class Metrics:
         self.handler_errors = Counter("bot_handler_errors", "Turns where an action handler failed.", registry=r)
         self.feedback = Counter("bot_feedback", "Thumbs up/down votes on replies.", ["rating"], registry=r)
         self.handoffs = Counter("bot_handoffs", "Conversations handed to a person (handoff steps).", registry=r)
-        self.handoff_webhook = Counter("bot_handoff_webhook", "Handoff events sent to BOT_HANDOFF_WEBHOOK, by "
-                                       "outcome (delivered or failed after every try).", ["outcome"], registry=r)
+        self.handoff_notifications = Counter("bot_handoff_notifications", "Handoff events sent, by channel "
+                                             "(webhook, email) and outcome (delivered, or failed after every try).",
+                                             ["channel", "outcome"], registry=r)
         self.http_duration = Histogram("bot_http_request_duration_seconds", "HTTP requests by route template, "
                                        "method and status (streams: until the last byte).",
                                        ["endpoint", "method", "status"], buckets=HTTP_BUCKETS, registry=r)
@@ -179,9 +180,10 @@ def observe_feedback(rating: str) -> None:
     default_metrics().observe_feedback(rating)
 
 
-def observe_handoff_delivery(outcome: str) -> None:
-    """Count one handoff webhook event: ``delivered`` or ``failed``."""
-    default_metrics().handoff_webhook.labels(outcome=outcome if outcome in ("delivered", "failed") else "other").inc()
+def observe_handoff_delivery(channel: str, outcome: str) -> None:
+    """Count one handoff event sent by ``channel``: ``delivered`` or ``failed``."""
+    default_metrics().handoff_notifications.labels(
+        channel=channel, outcome=outcome if outcome in ("delivered", "failed") else "other").inc()
 
 
 def init_app(app: "Flask", metrics: Metrics | None = None) -> Metrics:

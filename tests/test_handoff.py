@@ -1,10 +1,13 @@
 """Handing a conversation to a person: recorded on the turn, listed for staff, sent to a real webhook."""
 from __future__ import annotations
 
+import email
+import email.policy
 import hashlib
 import hmac
 import json
 import shutil
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -15,6 +18,7 @@ import pytest
 from bot import handoff
 from bot.app import Bot
 from bot.handoff import Notifier, notifier_for
+from bot.handoff_channels import EmailChannel, WebhookChannel, channels_from
 from bot.metrics import default_metrics
 from bot.redaction import PrivacySettings, Redactor
 from bot.store import MemoryStore
@@ -108,7 +112,7 @@ def test_the_demo_hands_over_with_the_contact_and_records_it_on_the_turn() -> No
 
 def test_the_webhook_gets_the_event_signed_after_the_turn_is_saved(hook: Hook) -> None:
     bot = demo({"BOT_HANDOFF_WEBHOOK": hook.url, "BOT_HANDOFF_WEBHOOK_SECRET": "s3cret"})
-    delivered = counter("bot_handoff_webhook_total", outcome="delivered")
+    delivered = counter("bot_handoff_notifications_total", channel="webhook", outcome="delivered")
     cid, turn = talk(bot, *CALL_ME)
     assert bot.handoffs is not None and bot.handoffs.wait_idle()
     assert len(hook.requests) == 1
@@ -123,7 +127,7 @@ def test_the_webhook_gets_the_event_signed_after_the_turn_is_saved(hook: Hook) -
     assert [r["visitor"] for r in sent["recent"]] == list(CALL_ME)
     assert sent["recent"][-1]["bot"] == [turn.text]
     assert sent["at"].endswith("+00:00")
-    assert counter("bot_handoff_webhook_total", outcome="delivered") == delivered + 1
+    assert counter("bot_handoff_notifications_total", channel="webhook", outcome="delivered") == delivered + 1
 
 
 def test_a_slow_webhook_never_holds_up_the_visitors_reply() -> None:
@@ -144,7 +148,8 @@ def test_a_slow_webhook_never_holds_up_the_visitors_reply() -> None:
 def run_notifier(hook: Hook) -> tuple[list[str], list[float]]:
     outcomes: list[str] = []
     waits: list[float] = []
-    notifier = Notifier(hook.url, on_result=outcomes.append, sleep=waits.append)
+    notifier = Notifier([WebhookChannel(hook.url)], on_result=lambda channel, outcome: outcomes.append(outcome),
+                        sleep=waits.append)
     notifier.notify({"event": "handoff", "conversation_id": "c1"})
     assert notifier.wait_idle()
     return outcomes, waits
@@ -174,7 +179,8 @@ def test_an_unreachable_webhook_is_logged_and_counted(caplog: pytest.LogCaptureF
     url = server.url
     server.close()  # nothing listens there any more
     outcomes: list[str] = []
-    notifier = Notifier(url, on_result=outcomes.append, sleep=lambda s: None)
+    notifier = Notifier([WebhookChannel(url)], on_result=lambda channel, outcome: outcomes.append(outcome),
+                        sleep=lambda s: None)
     notifier.notify({"conversation_id": "c9"})
     assert notifier.wait_idle()
     assert outcomes == ["failed"]
@@ -255,3 +261,125 @@ def test_staff_list_handoffs_newest_first_with_the_admin_token() -> None:
     assert listed[0]["message"] == "jo@example.com" and listed[0]["flow"] == "contact_human"
     assert [h["conversation_id"] for h in get("/admin/handoffs?limit=1").get_json()["handoffs"]] == [second]
     assert get("/admin/handoffs?limit=0").status_code == 400
+
+
+# -- e-mail ---------------------------------------------------------------------------------------------
+class Mailbox:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1: keeps what it accepts, answers DATA with ``replies`` in turn."""
+
+    def __init__(self, replies: list[str] | None = None, logins: dict[str, str] | None = None) -> None:
+        from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import AuthResult
+
+        self.envelopes: list[Any] = []
+        self.replies = list(replies or ["250 OK"])
+        self.logins: list[str] = []
+        box = self
+
+        class Handler:
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+                reply = box.replies.pop(0) if len(box.replies) > 1 else box.replies[0]
+                if reply.startswith("250"):
+                    box.envelopes.append(envelope)
+                return reply
+
+        def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
+            user, password = data.login.decode(), data.password.decode()
+            box.logins.append(user)
+            return AuthResult(success=(logins or {}).get(user) == password, handled=False)
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        # AUTH PLAIN only, so that one refused login is one attempt (smtplib tries each mechanism)
+        extra = ({"authenticator": authenticate, "auth_require_tls": False, "auth_exclude_mechanism": ["LOGIN"]}
+                 if logins else {})
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=port, **extra)
+        self.controller.start()
+        self.url = f"smtp://127.0.0.1:{port}"
+
+    def message(self, index: int = 0) -> Any:
+        return email.message_from_bytes(self.envelopes[index].content, policy=email.policy.default)
+
+    def close(self) -> None:
+        self.controller.stop()
+
+
+@pytest.fixture
+def mailbox() -> Iterator[Mailbox]:
+    box = Mailbox()
+    yield box
+    box.close()
+
+
+def test_the_team_gets_an_email_with_the_contact_and_the_conversation(mailbox: Mailbox, hook: Hook) -> None:
+    bot = demo({"BOT_HANDOFF_EMAIL": "sales@northwind.example, boss@northwind.example", "BOT_SMTP_URL": mailbox.url,
+                "BOT_HANDOFF_EMAIL_FROM": "chat@northwind.example", "BOT_HANDOFF_WEBHOOK": hook.url})
+    sent = counter("bot_handoff_notifications_total", channel="email", outcome="delivered")
+    cid, _ = talk(bot, *CALL_ME)
+    assert bot.handoffs is not None and bot.handoffs.wait_idle()
+    assert len(hook.requests) == 1 and len(mailbox.envelopes) == 1  # every channel gets it once
+    envelope, mail = mailbox.envelopes[0], mailbox.message()
+    assert envelope.rcpt_tos == ["sales@northwind.example", "boss@northwind.example"]
+    assert mail["From"] == "chat@northwind.example"
+    assert mail["Subject"] == "Chat handoff: contact_human (+15551234567)"
+    assert mail["X-Hybridbot-Delivery"] == hook.requests[0][0]["x-hybridbot-delivery"]
+    body = mail.get_content()
+    assert f"Conversation: {cid}" in body and "  contact: +15551234567" in body
+    assert "Visitor: can I talk to a human please" in body and "Bot: What phone number" in body
+    assert counter("bot_handoff_notifications_total", channel="email", outcome="delivered") == sent + 1
+
+
+@pytest.mark.parametrize("replies, tries, outcome", [
+    (["451 4.3.0 try again later", "250 OK"], 2, "delivered"),  # a temporary refusal: tried again
+    (["550 5.1.1 no such mailbox"], 1, "failed"),                # refused for good
+])
+def test_email_tries_again_only_after_a_temporary_refusal(replies: list[str], tries: int, outcome: str) -> None:
+    box = Mailbox(replies)
+    outcomes: list[str] = []
+    waits: list[float] = []
+    try:
+        notifier = Notifier(channels_from({"BOT_HANDOFF_EMAIL": "sales@example.com", "BOT_SMTP_URL": box.url}),
+                            on_result=lambda channel, result: outcomes.append(f"{channel} {result}"), sleep=waits.append)
+        notifier.notify({"conversation_id": "c1", "flow": "contact_human", "slots": {}, "recent": []})
+        assert notifier.wait_idle()
+    finally:
+        box.close()
+    assert outcomes == [f"email {outcome}"] and len(waits) == tries - 1
+    assert len(box.envelopes) == (1 if outcome == "delivered" else 0)
+
+
+def test_a_slot_value_cannot_add_headers_or_recipients(mailbox: Mailbox) -> None:
+    channel = EmailChannel(mailbox.url, ["sales@example.com"])
+    sneaky = {"conversation_id": "c2", "flow": "contact_human",
+              "slots": {"contact": "jo@example.com\r\nBcc: thief@example.net"}, "recent": []}
+    assert channel.send(sneaky, "d1") is None
+    mail = mailbox.message()
+    assert mailbox.envelopes[0].rcpt_tos == ["sales@example.com"]
+    assert mail["Bcc"] is None and "\n" not in mail["Subject"]
+    assert mail["Subject"].startswith("Chat handoff: contact_human (jo@example.com Bcc: thief@example.net")
+
+
+def test_smtp_login_takes_the_url_encoded_user_and_password() -> None:
+    box = Mailbox(logins={"bot@example.com": "p@ss:word"})
+    try:
+        url = box.url.replace("smtp://", "smtp://bot%40example.com:p%40ss%3Aword@")
+        assert EmailChannel(url, ["sales@example.com"]).send({"conversation_id": "c3", "slots": {}}, "d2") is None
+        wrong = box.url.replace("smtp://", "smtp://bot%40example.com:nope@")
+        problem = EmailChannel(wrong, ["sales@example.com"]).send({"conversation_id": "c4", "slots": {}}, "d3")
+    finally:
+        box.close()
+    assert box.logins == ["bot@example.com", "bot@example.com"] and len(box.envelopes) == 1
+    assert problem is not None and problem.startswith("SMTP 535")
+    assert not EmailChannel(wrong, ["sales@example.com"]).retry(problem)  # a wrong password stays wrong
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"BOT_HANDOFF_EMAIL": "sales@example.com", "BOT_SMTP_URL": "http://user:secret@mail.example"}, "BOT_SMTP_URL"),
+    ({"BOT_HANDOFF_EMAIL": "sales at example dot com"}, "BOT_HANDOFF_EMAIL"),
+    ({"BOT_HANDOFF_EMAIL": "a@example.com\r\nBcc: b@example.com"}, "BOT_HANDOFF_EMAIL"),
+])
+def test_email_settings_are_checked_without_printing_the_password(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message) as info:
+        channels_from(env)
+    assert "secret" not in str(info.value)
