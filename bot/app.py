@@ -26,6 +26,20 @@ log = logging.getLogger(__name__)
 DEFAULT_ACTION_TIMEOUT = 10.0
 
 
+_WARNED: set[tuple[str, ...]] = set()
+
+
+def _warn_unannounced_handoffs(engine: Engine) -> None:
+    """Once per process and set of flows: handoff steps with no channel to tell anyone."""
+    flows = tuple(sorted(name for name, program in engine.programs.items()
+                         if any(ins.op == "handoff" for ins in program.code)))
+    if flows and flows not in _WARNED:
+        _WARNED.add(flows)
+        log.warning("flows %s hand conversations to a person, but neither BOT_HANDOFF_EMAIL nor "
+                    "BOT_HANDOFF_WEBHOOK is set: handoffs are only listed at GET /admin/handoffs and in "
+                    "`hybridbot report` (docs/monitoring.md)", ", ".join(flows))
+
+
 @dataclass
 class Turn:
     """The bot's answer to one message."""
@@ -83,7 +97,9 @@ class Bot:
         # Slot answers are read with the router's own extractor (built once, with its compiled tables).
         self.engine = Engine(config, self.run_action, self.router.extractor.extract)
         self.turns = TurnRunner(self)
-        self.handoffs = notifier_for(self.env)  # None without BOT_HANDOFF_WEBHOOK
+        self.handoffs = notifier_for(self.env)  # None without BOT_HANDOFF_EMAIL or BOT_HANDOFF_WEBHOOK
+        if self.handoffs is None:
+            _warn_unannounced_handoffs(self.engine)
         self.redactor = Redactor(config.privacy)
         self.last_good: Any = None  # a lastgood.LastGood while serving the last good version of broken files
         self.loaded_generation: int | None = None  # the store's reload generation when from_path read the files

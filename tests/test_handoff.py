@@ -383,3 +383,18 @@ def test_email_settings_are_checked_without_printing_the_password(env: dict[str,
     with pytest.raises(ValueError, match=message) as info:
         channels_from(env)
     assert "secret" not in str(info.value)
+
+
+def test_handoff_steps_without_a_channel_are_announced_once(caplog: pytest.LogCaptureFixture,
+                                                            monkeypatch: pytest.MonkeyPatch, hook: Hook) -> None:
+    import bot.app
+
+    monkeypatch.setattr(bot.app, "_WARNED", set())
+    demo({})
+    demo({})  # a reload: said once is enough
+    said = [r.getMessage() for r in caplog.records if "hand conversations to a person" in r.getMessage()]
+    assert len(said) == 1 and "contact_human" in said[0] and "BOT_HANDOFF_EMAIL" in said[0]
+    caplog.clear()
+    monkeypatch.setattr(bot.app, "_WARNED", set())
+    demo({"BOT_HANDOFF_WEBHOOK": hook.url})
+    assert not [r for r in caplog.records if "hand conversations to a person" in r.getMessage()]
