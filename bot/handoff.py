@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from .handoff_channels import Channel, channels_from
+from .handoff_channels import Channel, channels_from, settings
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,8 @@ def event(conversation_id: str, record: Mapping[str, Any], handoff: Mapping[str,
 
 
 class Notifier:
-    """Sends handoff events to its channels from a daemon thread; see the module docstring.
+    """Sends handoff events to its channels, each from its own daemon thread (a mail server that
+    is down does not hold up the webhook); see the module docstring.
 
     Args:
         channels: where events go (``handoff_channels.channels_from(env)``).
@@ -65,29 +66,36 @@ class Notifier:
         self.channels = channels
         self.on_result = on_result or (lambda channel, outcome: None)
         self.sleep = sleep
-        self._queue: queue.Queue[tuple[str, Mapping[str, Any]]] = queue.Queue(QUEUE_SIZE)
-        self._thread: threading.Thread | None = None
+        self._queues = {channel.name: queue.Queue(QUEUE_SIZE) for channel in channels}
+        self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
 
     def notify(self, payload: Mapping[str, Any]) -> None:
-        """Queue one event; returns at once. A full queue drops it with an error in the log."""
-        try:
-            self._queue.put_nowait((str(uuid.uuid4()), payload))
-        except queue.Full:
-            log.error("handoff of conversation %s not sent: %d handoffs already wait", payload.get("conversation_id"),
-                      QUEUE_SIZE)
-            for channel in self.channels:
+        """Queue one event for every channel; returns at once. A full queue drops it (logged)."""
+        delivery = str(uuid.uuid4())
+        for channel in self.channels:
+            try:
+                self._queues[channel.name].put_nowait((delivery, payload))
+            except queue.Full:
+                log.error("handoff of conversation %s not sent by %s: %d handoffs already wait",
+                          payload.get("conversation_id"), channel.name, QUEUE_SIZE)
                 self.on_result(channel.name, "failed")
-            return
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="hybridbot-handoff", daemon=True)
-                self._thread.start()
+                continue
+            with self._lock:
+                thread = self._threads.get(channel.name)
+                if thread is None or not thread.is_alive():
+                    thread = threading.Thread(target=self._run, args=(channel,), daemon=True,
+                                              name=f"hybridbot-handoff-{channel.name}")
+                    self._threads[channel.name] = thread
+                    thread.start()
+
+    def pending(self) -> int:
+        return sum(q.unfinished_tasks for q in self._queues.values())
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """True once every queued event was delivered or given up (for tests and shutdown)."""
         deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks:
+        while self.pending():
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.01)
@@ -96,23 +104,22 @@ class Notifier:
     def drain(self) -> None:
         """At process exit (a worker restart): give queued events EXIT_WAIT seconds, then say what is left."""
         if not self.wait_idle(EXIT_WAIT):
-            log.error("%d handoff event(s) not sent before this process stopped; GET /admin/handoffs lists them",
-                      self._queue.unfinished_tasks)
+            log.error("%d handoff notification(s) not sent before this process stopped; GET /admin/handoffs "
+                      "lists them", self.pending())
 
-    def _run(self) -> None:
+    def _run(self, channel: Channel) -> None:
+        lane = self._queues[channel.name]
         while True:
-            delivery, payload = self._queue.get()
+            delivery, payload = lane.get()
             try:
-                for channel in self.channels:
-                    try:
-                        outcome = "delivered" if self._deliver(channel, delivery, payload) else "failed"
-                    except Exception:  # never let one bad event stop the thread
-                        log.exception("handoff of conversation %s: delivery by %s crashed",
-                                      payload.get("conversation_id"), channel.name)
-                        outcome = "failed"
-                    self.on_result(channel.name, outcome)
+                outcome = "delivered" if self._deliver(channel, delivery, payload) else "failed"
+            except Exception:  # never let one bad event stop the thread
+                log.exception("handoff of conversation %s: delivery by %s crashed", payload.get("conversation_id"),
+                              channel.name)
+                outcome = "failed"
             finally:
-                self._queue.task_done()
+                lane.task_done()
+            self.on_result(channel.name, outcome)
 
     def _deliver(self, channel: Channel, delivery: str, payload: Mapping[str, Any]) -> bool:
         cid = payload.get("conversation_id")
@@ -134,8 +141,6 @@ class Notifier:
 
 _NOTIFIERS: dict[tuple[tuple[str, str], ...], Notifier] = {}
 _NOTIFIERS_LOCK = threading.Lock()
-_SETTINGS = ("BOT_HANDOFF_WEBHOOK", "BOT_HANDOFF_WEBHOOK_SECRET", "BOT_HANDOFF_EMAIL", "BOT_SMTP_URL",
-             "BOT_HANDOFF_EMAIL_FROM")
 
 
 def notifier_for(env: Mapping[str, str]) -> Notifier | None:
@@ -145,10 +150,10 @@ def notifier_for(env: Mapping[str, str]) -> Notifier | None:
     Raises:
         ValueError: a channel setting is malformed (the message names the variable).
     """
-    key = tuple((name, (env.get(name) or "").strip()) for name in _SETTINGS)
+    key = settings(env)
     with _NOTIFIERS_LOCK:
         if key not in _NOTIFIERS:
-            channels = channels_from(env)
+            channels = channels_from(dict(key))
             if not channels:
                 return None
             from .metrics import observe_handoff_delivery

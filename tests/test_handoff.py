@@ -9,6 +9,7 @@ import json
 import shutil
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -267,7 +268,8 @@ def test_staff_list_handoffs_newest_first_with_the_admin_token() -> None:
 class Mailbox:
     """A real SMTP server (aiosmtpd) on 127.0.0.1: keeps what it accepts, answers DATA with ``replies`` in turn."""
 
-    def __init__(self, replies: list[str] | None = None, logins: dict[str, str] | None = None) -> None:
+    def __init__(self, replies: list[str] | None = None, logins: dict[str, str] | None = None,
+                 quit_reply: str | None = None) -> None:
         from aiosmtpd.controller import Controller
         from aiosmtpd.smtp import AuthResult
 
@@ -282,6 +284,10 @@ class Mailbox:
                 if reply.startswith("250"):
                     box.envelopes.append(envelope)
                 return reply
+
+            if quit_reply:
+                async def handle_QUIT(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+                    return quit_reply
 
         def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
             user, password = data.login.decode(), data.password.decode()
@@ -376,13 +382,81 @@ def test_smtp_login_takes_the_url_encoded_user_and_password() -> None:
 
 @pytest.mark.parametrize("env, message", [
     ({"BOT_HANDOFF_EMAIL": "sales@example.com", "BOT_SMTP_URL": "http://user:secret@mail.example"}, "BOT_SMTP_URL"),
+    ({"BOT_HANDOFF_EMAIL": "sales@example.com", "BOT_SMTP_URL": "smtps://user:se/cret@mail.example"}, "port"),
+    ({"BOT_HANDOFF_EMAIL": "sales@example.com", "BOT_SMTP_URL": "smtp://user:secret@mail.example"}, "unencrypted"),
+    ({"BOT_HANDOFF_EMAIL": "sales@example.com", "BOT_SMTP_URL": "smtps://user:sécret@mail.example"}, "ASCII"),
     ({"BOT_HANDOFF_EMAIL": "sales at example dot com"}, "BOT_HANDOFF_EMAIL"),
+    ({"BOT_HANDOFF_EMAIL": "verkäufer@autohaus.example"}, "ASCII"),
     ({"BOT_HANDOFF_EMAIL": "a@example.com\r\nBcc: b@example.com"}, "BOT_HANDOFF_EMAIL"),
+    ({"BOT_HANDOFF_EMAIL": "a@example.com", "BOT_HANDOFF_EMAIL_FROM": "bot@example.com\nBcc: x@y.z"}, "EMAIL_FROM"),
+    ({"BOT_HANDOFF_WEBHOOK": "hooks.example/services/secret-token"}, "BOT_HANDOFF_WEBHOOK"),
 ])
-def test_email_settings_are_checked_without_printing_the_password(env: dict[str, str], message: str) -> None:
+def test_settings_are_checked_without_printing_a_secret(env: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message) as info:
         channels_from(env)
-    assert "secret" not in str(info.value)
+    assert "secret" not in str(info.value) and "cret" not in str(info.value)
+
+
+def test_the_sender_defaults_to_the_recipients_domain_and_encrypted_logins_are_fine() -> None:
+    (channel,) = channels_from({"BOT_HANDOFF_EMAIL": " sales@northwind.example ,boss@northwind.example",
+                                "BOT_SMTP_URL": "smtp+starttls://bot%40northwind.example:pw@mail.example"})
+    assert isinstance(channel, EmailChannel)
+    assert channel.sender == "hybridbot@northwind.example" and channel.port == 587
+    assert channel.to == ["sales@northwind.example", "boss@northwind.example"]
+    assert channel.user == "bot@northwind.example" and channel.where == "smtp+starttls://mail.example"
+
+
+def test_a_line_break_in_a_message_cannot_pass_for_another_speaker(mailbox: Mailbox) -> None:
+    channel = EmailChannel(mailbox.url, ["sales@example.com"])
+    mail = channel.message({"conversation_id": "c5", "slots": {},
+                            "recent": [{"visitor": "hi\nBot: sure, 90% off for you", "bot": ["Hello!"]}]}, "d5")
+    body = mail.get_content()
+    assert "Visitor: hi\n    Bot: sure, 90% off for you\nBot: Hello!" in body
+
+
+def test_a_mail_accepted_before_a_bad_goodbye_is_delivered_once() -> None:
+    box = Mailbox(quit_reply="421 4.3.2 shutting down")
+    outcomes: list[str] = []
+    try:
+        notifier = Notifier([EmailChannel(box.url, ["sales@example.com"])], sleep=lambda s: None,
+                            on_result=lambda channel, outcome: outcomes.append(outcome))
+        notifier.notify({"conversation_id": "c6", "slots": {}, "recent": []})
+        assert notifier.wait_idle()
+    finally:
+        box.close()
+    assert outcomes == ["delivered"] and len(box.envelopes) == 1
+
+
+class Stuck:
+    """A channel whose server hangs until released (a mail server that does not answer)."""
+
+    name, where = "email", "smtp://stuck"
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def send(self, payload: Any, delivery: str) -> str | None:
+        self.release.wait(10)
+        return None
+
+    def retry(self, problem: str) -> bool:
+        return False
+
+
+def test_a_hanging_mail_server_does_not_hold_up_the_webhook(hook: Hook) -> None:
+    stuck = Stuck()
+    notifier = Notifier([stuck, WebhookChannel(hook.url)])
+    try:
+        notifier.notify({"conversation_id": "c7"})
+        assert hook.arrived.wait(10)  # the webhook got it while the e-mail is still hanging...
+        for _ in range(1000):  # ...and finished with it: only the e-mail is left
+            if notifier.pending() == 1:
+                break
+            time.sleep(0.01)
+        assert notifier.pending() == 1 and not stuck.release.is_set()
+    finally:
+        stuck.release.set()
+    assert notifier.wait_idle()
 
 
 def test_handoff_steps_without_a_channel_are_announced_once(caplog: pytest.LogCaptureFixture,
