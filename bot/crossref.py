@@ -6,7 +6,7 @@ import re
 from typing import Iterable, Mapping
 
 from .actions import ActionRegistry
-from .config import BUILTIN_ENTITIES, OUT_OF_SCOPE, Flow, IntentsConfig, LLMSettings, Source, Step, texts
+from .config import BUILTIN_ENTITIES, OUT_OF_SCOPE, Flow, IntentDef, IntentsConfig, LLMSettings, Source, Step, texts
 from .errors import ConfigError
 from .patterns import check_pattern
 from .router import normalize
@@ -67,15 +67,18 @@ class _Checker:
     def check_shared_examples(self) -> None:
         """An example under two intents (as the router sees it: case and spacing aside) teaches
         the classifier that one message means both; it is an error at the second place."""
-        first: dict[str, tuple[str, Source]] = {}
+        def source(intent: IntentDef, index: int) -> Source:
+            return self.item_source(intent.source, ("intents", intent.name, "examples", index))
+
+        first: dict[str, tuple[IntentDef, int]] = {}
         for intent in self.intents.intents.values():
             for index, text in enumerate(intent.examples):
-                src = self.item_source(intent.source, ("intents", intent.name, "examples", index))
-                seen = first.setdefault(normalize(text), (intent.name, src))
-                if seen[0] != intent.name:
-                    where = f"{seen[1].file}:{seen[1].line}:{seen[1].col}"
-                    self.error(src, f"example {text!r} of intent {intent.name!r} is also an example of intent "
-                               f"{seen[0]!r} ({where}); a message can mean only one intent: keep it under one of them")
+                other, other_index = first.setdefault(normalize(text), (intent, index))
+                if other.name != intent.name:
+                    seen = source(other, other_index)
+                    self.error(source(intent, index), f"example {text!r} of intent {intent.name!r} is also an "
+                               f"example of intent {other.name!r} ({seen.file}:{seen.line}:{seen.col}); a message "
+                               "can mean only one intent: keep it under one of them")
 
     def item_source(self, owner: Source, path: tuple, *, key: bool = False) -> Source:
         """Where ``path`` is in ``owner``'s file: its value, or with ``key`` its key."""

@@ -75,6 +75,11 @@ class HandedOver:
     flow: str | None
     slots: Mapping[str, Any]  # the flow's slots when it handed over (how to reach the visitor)
 
+    @property
+    def slot_text(self) -> str:
+        """``name=value`` for each filled slot, comma-separated (both report formats show this)."""
+        return ", ".join(f"{k}={v}" for k, v in self.slots.items() if v is not None)
+
 
 @dataclass(frozen=True)
 class Report:
@@ -249,9 +254,8 @@ def format_text(report: Report) -> str:
         out.append("  (none)")
     out += ["", f"Handed to a person ({report.handoff_count})"]
     for h in report.handoffs:
-        slots = ", ".join(f"{k}={v}" for k, v in h.slots.items() if v is not None)
         out.append(f"  conversation {h.turn.conversation_id}, {_when(h.turn.created_at)}, flow {h.flow or '-'}"
-                   + (f": {_short(slots)}" if slots else ""))
+                   + (f": {_short(h.slot_text)}" if h.slot_text else ""))
     if not report.handoffs:
         out.append("  (none)")
     out += ["", f"Candidate new intents from fallback messages ({len(report.clusters)} groups, "

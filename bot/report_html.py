@@ -126,9 +126,8 @@ def format_html(report: Report) -> str:
     if report.handoffs:
         out.append("<table><tr><th>when</th><th>conversation</th><th>flow</th><th>slots</th></tr>")
         for h in report.handoffs:
-            slots = ", ".join(f"{k}={v}" for k, v in h.slots.items() if v is not None)
             out.append(f"<tr><td>{_e(_when(h.turn.created_at))}</td><td>{_e(h.turn.conversation_id)}</td>"
-                       f"<td>{_e(h.flow or '-')}</td><td>{_e(slots)}</td></tr>")
+                       f"<td>{_e(h.flow or '-')}</td><td>{_e(h.slot_text)}</td></tr>")
         out.append("</table>")
     else:
         out.append("<p class=muted>None.</p>")

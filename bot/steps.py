@@ -110,7 +110,6 @@ def _handoff(turn: "_Turn", frame: dict, program: Program, ins: Instruction) -> 
     said = texts(ins.value)
     text = turn.render(turn.pick(said), turn.variables(frame)) if said else turn.message("handoff")
     turn.say(text, ins.buttons)
-    turn.state["handoff"] = True
     turn.out.effects.append(Handoff(frame["flow"], dict(frame["slots"])))
     turn.finish(frame, offer_resume=False)
     return False

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from .errors import LLMError, UnknownConversation
 from .flows import CallLLM, Handoff, Say
+from .handoff import RECENT_TURNS, event
 from .metrics import observe_turn
 
 if TYPE_CHECKING:
@@ -207,8 +208,6 @@ class TurnRunner:
     def handoff_event(conv: Any, stored: dict[str, Any], turn: Any) -> dict[str, Any]:
         """The webhook body for this turn's handoff: the recent turns as stored (redacted as they
         are), the slots as given (the webhook is how the team reaches the visitor)."""
-        from .handoff import RECENT_TURNS, event
-
         try:
             earlier = [t for t in conv.history(limit=RECENT_TURNS) if t.get("turn_id") != stored["turn_id"]]
         except Exception:  # the store could not read the earlier turns: send this one alone

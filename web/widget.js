@@ -47,6 +47,7 @@
   })();
   let T = STRINGS;
   const own = (o, k) => Object.prototype.hasOwnProperty.call(o, k);
+  const isObject = (o) => !!o && typeof o === 'object' && !Array.isArray(o);
   const t = (key, vars) => String(T[key] ?? STRINGS[key] ?? key)
     .replace(/\{(\w+)\}/g, (m, k) => (vars && own(vars, k) ? String(vars[k]) : m));
   // Known keys only (error_<code> replaces the server's message for that error code); others are reported.
@@ -64,7 +65,7 @@
     if (!ds.strings) return {};
     try {
       const o = JSON.parse(ds.strings);
-      if (o && typeof o === 'object' && !Array.isArray(o)) return o;
+      if (isObject(o)) return o;
     } catch { /* reported below */ }
     console.warn('hybridbot: data-strings must be a JSON object of texts; ignored');
     return {};
@@ -78,7 +79,7 @@
         const res = await fetch(new URL(`i18n/${LANG}.json`, scriptUrl).href, { signal: ctrl.signal, credentials: 'omit' });
         if (!res.ok) throw new Error(`HTTP ${res.status}`);
         const texts = await res.json();
-        if (!texts || typeof texts !== 'object' || Array.isArray(texts)) throw new Error('not a JSON object');
+        if (!isObject(texts)) throw new Error('not a JSON object');
         base = merged(STRINGS, texts, `i18n/${LANG}.json`);
       } catch (err) {
         console.warn(`hybridbot: the ${LANG} texts did not load (${err.message || err}); showing English`);
