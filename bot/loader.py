@@ -89,6 +89,7 @@ class Loader:
             threshold=float(raw_router.get("threshold", RouterSettings.threshold)),
             margin=float(raw_router.get("margin", RouterSettings.margin)),
             classifier=raw_router.get("classifier", RouterSettings.classifier),
+            word_vectors=None if raw_router.get("word_vectors", "auto") == "auto" else bool(raw_router["word_vectors"]),
             llm_assist=bool(assist.get("enabled", False)),
             llm_band=float(assist.get("band", RouterSettings.llm_band)),
             llm_max_tokens=int(assist.get("max_tokens", RouterSettings.llm_max_tokens)))

@@ -114,6 +114,13 @@ class Router:
             raise ConfigErrors(errors)
         return compiled
 
+    @classmethod
+    def examples_of(cls, intents: IntentsConfig) -> tuple[list[str], list[str]]:
+        """``training_data`` of a router for ``intents``, without building its model."""
+        plain = cls.__new__(cls)
+        plain.config, plain.extractor = intents, EntityExtractor(intents.entities)
+        return plain.training_data()
+
     def training_data(self) -> tuple[list[str], list[str]]:
         """The (normalised) examples and labels the classifier is fitted on, placeholders expanded."""
         texts: list[str] = []
@@ -152,7 +159,7 @@ class Router:
         texts, labels = self.training_data()
         if not texts:
             raise ConfigError("intents.yaml", 0, 0, "no intent has an example; add 'examples' to at least one intent")
-        model = build_model(self.settings.classifier, texts, labels, cache_dir)
+        model = build_model(self.settings.classifier, texts, labels, cache_dir, self.settings.word_vectors)
         if path is not None:
             save_cached(path, digest, model)
         return model

@@ -56,7 +56,14 @@ _TYPE_WORDS = {"string": "a text", "number": "a number", "integer": "a whole num
                "boolean": "true or false", "array": "a list", "object": "a mapping of keys to values"}
 
 
+def _yaml(value: Any) -> str:
+    """A choice as the YAML file writes it: true and false rather than Python's True and False."""
+    return ("true" if value else "false") if isinstance(value, bool) else repr(value)
+
+
 def _got(value: Any) -> str:
+    if isinstance(value, bool):
+        return _yaml(value)
     if isinstance(value, dict):
         return "a mapping"
     if isinstance(value, list):
@@ -102,7 +109,7 @@ def _word(error: ValidationError, doc: YamlDoc) -> Iterator[ConfigError]:
         yield doc.error(path, f"{_leaf(path)} must be {words}, got {_got(value)}")
     elif kind == "enum":
         options = error.validator_value
-        yield doc.error(path, f"{_leaf(path)} must be one of {', '.join(map(repr, options))}, got {_got(value)}"
+        yield doc.error(path, f"{_leaf(path)} must be one of {', '.join(map(_yaml, options))}, got {_got(value)}"
                         f"{suggest(value, options)}")
     elif kind in ("minItems", "minProperties", "minLength"):
         yield doc.error(path, f"{_leaf(path)} must not be empty")

@@ -27,7 +27,7 @@ def _kind(node: dict, root: dict) -> str:
     if "const" in node:
         return f"always {json.dumps(node['const'])}"
     if "enum" in node:
-        return "one of " + ", ".join(f"`{v}`" for v in node["enum"])
+        return "one of " + ", ".join(f"`{json.dumps(v) if isinstance(v, bool) else v}`" for v in node["enum"])
     if "oneOf" in node:
         return " or ".join(_kind(option, root) for option in node["oneOf"])
     kind = node.get("type", "mapping" if "properties" in node else "any")

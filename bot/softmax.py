@@ -102,12 +102,18 @@ class _Fit:
         z[self.rows, self.gold] -= 1.0
         z /= n
 
-        def block(part: tuple[int, int, sparse.csr_matrix]) -> None:
-            grad_w[part[0]:part[1]] = part[2] @ z
+        partial: list[np.ndarray] = [np.empty(0, np.float32)] * 2
 
-        list(self.pool.map(block, self.t_parts))
+        def block(k: int) -> None:
+            lo, hi, xt = self.t_parts[k]
+            grad_w[lo:hi] = xt @ z
+            if self.dense.shape[1]:  # the dense block's share of this thread's rows
+                r0, r1 = self.parts[k][:2]
+                partial[k] = self.dense[r0:r1].T @ z[r0:r1]
+
+        list(self.pool.map(block, range(2)))
         if self.dense.shape[1]:
-            grad_w[p:] = self.dense.T @ z
+            np.add(partial[0], partial[1], out=grad_w[p:])
         _axpy(float(self.lam), w, grad_w)
         return loss, z.sum(axis=0)
 

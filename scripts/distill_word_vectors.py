@@ -1,4 +1,4 @@
-"""Make var/word_vectors.npz: static word vectors distilled from all-MiniLM-L6-v2 with model2vec.
+"""Make bot/data/word_vectors.npz: static word vectors distilled from all-MiniLM-L6-v2 with model2vec.
 
 Needs torch, model2vec and the model files, which the bot itself never needs; use a separate venv:
 
@@ -11,8 +11,10 @@ model2vec passes each WordPiece token of the model's vocabulary through the mode
 weight from the token's Zipf rank (frequent tokens get short vectors). Nothing here comes from
 a data set. We keep the tokens made of ASCII characters only (the classifier strips accents), and
 store each row as int8 with a float32 scale (max |value| / 127), which numpy alone reads
-(scripts/word_vectors_experiment.py). all-MiniLM-L6-v2 is Apache-2.0 (sentence-transformers): the
-table is a derived work of its weights, so anything that ships it must carry that licence notice.
+(bot/word_vectors.py). all-MiniLM-L6-v2 is Apache-2.0 (sentence-transformers): the table is a
+derived work of its weights, and bot/data/NOTICE carries that licence. Two runs write the same
+bytes; after writing a new table, set ``TABLE_SHA256`` in bot/word_vectors.py (a test checks it),
+which keys the router cache.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-OUT = Path(__file__).resolve().parents[1] / "var" / "word_vectors.npz"  # an experiment's input, not shipped
+OUT = Path(__file__).resolve().parents[1] / "bot" / "data" / "word_vectors.npz"
 SPECIAL = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"}
 
 

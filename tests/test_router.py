@@ -283,13 +283,13 @@ class FakeEncoder:
 
 
 def test_embeddings_classifier_path_with_a_stand_in_encoder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from bot import classifier
+    from bot import embeddings
 
     encoder = FakeEncoder()
-    monkeypatch.setattr(classifier, "load_encoder", lambda: encoder)
+    monkeypatch.setattr(embeddings, "load_encoder", lambda: encoder)
     config = make_config(classifier="embeddings", threshold=0.3)
     first = Router(config, cache_dir=tmp_path)
-    assert isinstance(first.model, classifier.EmbeddingModel)
+    assert isinstance(first.model, embeddings.EmbeddingModel)
     assert first.route("how much does the roadster cost").intent == "ask_price"
     n_training = len(set(first.training_data()[0]))
     assert len(encoder.encoded) >= n_training
