@@ -146,6 +146,7 @@ def explain(directory: Path, text: str | None, labelled: Path | None) -> None:
     if text is None:
         raise click.UsageError("give a TEXT to explain, or --calibrate FILE")
     click.echo(format_trace(bot.router.route(text)))
+    click.echo(f"model:      {bot.router.describe()}")
 
 
 @cli.command()

@@ -95,6 +95,13 @@ class Router:
         self.model = self._load_model(cache_dir)
         self.load_seconds = time.perf_counter() - started
         self._route_cached = functools.lru_cache(maxsize=CACHE_ENTRIES)(self._route_on)
+        log.info("router: %s", self.describe())
+
+    def describe(self) -> str:
+        """One line on the model: classifier, word vectors or not, intents, and how it was loaded."""
+        kind = self.settings.classifier + (" + word vectors" if getattr(self.model, "vectors", None) is not None else "")
+        how = "loaded from the cache" if self.from_cache else "built"
+        return f"{kind}, {len(self.intent_names)} intents; {how} in {self.load_seconds:.1f} s"
 
     def _compile_patterns(self) -> list[tuple[str, str, re.Pattern[str]]]:
         """(intent, pattern as written, compiled with entities expanded), in YAML order."""

@@ -91,6 +91,7 @@ def test_explain_prints_the_trace() -> None:
     result = CliRunner().invoke(cli, ["explain", str(MINIMAL), "price of the X3"])
     assert result.exit_code == 0
     assert "rule" in result.output and "ask_price" in result.output and "car_model" in result.output
+    assert "\nmodel:      tfidf, 4 intents; " in result.output  # a small bot: no word vectors
 
 
 def test_explain_calibrate_prints_a_table(tmp_path: Path) -> None:

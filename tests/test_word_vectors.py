@@ -126,9 +126,12 @@ def test_the_setting_keys_the_router_cache(tmp_path: Path) -> None:
     assert cache_path(tmp_path, auto.digest()).name.endswith(f"-wv{TABLE_SHA256[:8]}.pkl")
     first = Router(on, cache_dir=tmp_path)
     assert first.model.vectors is not None and not first.from_cache  # type: ignore[attr-defined]
-    assert Router(on, cache_dir=tmp_path).from_cache
+    assert first.describe().startswith(f"tfidf + word vectors, {len(TOPICS)} intents; built in ")
+    again = Router(on, cache_dir=tmp_path)
+    assert again.from_cache and "; loaded from the cache in " in again.describe()
     small = Router(auto, cache_dir=tmp_path)
     assert not small.from_cache and small.model.vectors is None  # type: ignore[attr-defined]
+    assert small.describe().startswith(f"tfidf, {len(TOPICS)} intents; built in ")
     assert Router(replace(auto, router=replace(auto.router, word_vectors=False)), cache_dir=tmp_path).from_cache is False
 
 
