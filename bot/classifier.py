@@ -20,7 +20,7 @@ from scipy import sparse
 
 from .errors import ConfigError
 from .softmax import fit_softmax
-from .word_vectors import TABLE_SHA256, VectorBlock
+from .word_vectors import MIN_KNOWN_SHARE, TABLE_SHA256, VectorBlock, known_share
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,11 @@ def tfidf_matrix(blocks: Sequence[_Tfidf], docs: Sequence[Sequence[list[str]]],
     return sparse.csr_matrix((values.astype(np.float32), col.astype(np.int32), indptr), shape=(n, width))
 
 
+def wants_vectors(texts: Sequence[str]) -> bool:
+    """``word_vectors: auto``: a bot of more than BIG_BOT examples, written in English (the table's language)."""
+    return len(texts) > BIG_BOT and known_share(texts) >= MIN_KNOWN_SHARE
+
+
 @dataclass(frozen=True)
 class Profile:
     """How much of the TF-IDF features a bot keeps, and how strongly the fit is regularised."""
@@ -162,14 +167,15 @@ class TfidfModel:
     Fitted by ``fit_softmax`` (a third of scikit-learn's lbfgs time on 15,000 examples), which is
     deterministic. Features are our own small TF-IDF (scikit-learn's TfidfVectorizer formulas with
     sublinear_tf), so one message takes well under a millisecond; each block is L2-normalised.
-    Bots of more than BIG_BOT examples also get the shipped word vectors (``vectors``: None is
-    that rule, True or False force them on or off) and the matching ``Profile``.
+    Bots of more than BIG_BOT examples in English also get the shipped word vectors (``vectors``:
+    None is that rule, ``wants_vectors``; True or False force them on or off) and the matching
+    ``Profile``.
     """
 
     def __init__(self, texts: Sequence[str], labels: Sequence[str], *, vectors: bool | None = None,
                  profile: Profile | None = None) -> None:
         big = len(texts) > BIG_BOT
-        use_vectors = big if vectors is None else vectors
+        use_vectors = wants_vectors(texts) if vectors is None else vectors
         if profile is None:
             profile = (BIG_WITH_VECTORS if use_vectors else BIG) if big else SMALL
         self.profile = profile

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .calibrate import CalibrationReport, choose, score_arrays
-from .classifier import BIG_BOT
+from .classifier import wants_vectors
 from .config import OUT_OF_SCOPE, IntentsConfig, Source
 from .router import Router, normalize
 from .yamlfile import read as read_yaml
@@ -124,9 +124,9 @@ def cross_validate(intents: IntentsConfig, *, folds: int = FOLDS, base_dir: Path
     if dealt < 2:
         raise ValueError("cross-validation needs at least 2 different examples (a router is built without each)")
     where = _positions(intents, base_dir)
-    if intents.router.word_vectors is None:  # decided by the whole bot's size, not by a fold's
-        big = len(Router.examples_of(intents)[0]) > BIG_BOT
-        intents = replace(intents, router=replace(intents.router, word_vectors=big))
+    if intents.router.word_vectors is None:  # decided on the whole bot, not on a fold
+        wanted = wants_vectors(Router.examples_of(intents)[0])
+        intents = replace(intents, router=replace(intents.router, word_vectors=wanted))
     outcomes: list[Outcome] = []
     labels: list[str | None] = []
     ranked: list[list[tuple[str, float]]] = []

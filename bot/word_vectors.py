@@ -27,6 +27,7 @@ TABLE_SHA256 = "9306b8b115ddced143d8593653452acf05645de55c86e2f5f8f11ad5d3a7c659
 WEIGHT = 1.5
 HEAD_WEIGHT = 1.0
 HEAD_WORDS = 2
+MIN_KNOWN_SHARE = 0.8   # auto uses the vectors only for examples at least this English (``known_share``)
 _TOKEN = re.compile(r"[^\W_]+|[^\w\s]|_")   # BERT's basic tokenizer: words, and each other visible character
 _MAX_WORD = 100  # longer "words" are not looked up (WordPiece's own limit)
 
@@ -92,6 +93,18 @@ class WordVectors:
 def load_table() -> WordVectors:
     """The shipped table, read once per process."""
     return WordVectors(TABLE)
+
+
+def known_share(texts: Sequence[str], sample: int = 3000) -> float:
+    """Share of the words (letters only) of the texts that are whole words of the table (about
+    ``sample`` texts looked at, spread evenly).
+
+    English examples score about 0.97 (CLINC150, the demo); German, Spanish, French or Dutch text
+    0.3-0.5: the table's vocabulary is English, so its vectors would be noise there.
+    """
+    table = load_table()
+    words = [w for text in texts[::max(1, len(texts) // sample)] for w in basic_words(text) if w.isalpha()]
+    return sum(1 for w in words if w in table.ids) / len(words) if words else 0.0
 
 
 def table_digest(path: Path = TABLE) -> str:

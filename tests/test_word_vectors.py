@@ -9,14 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bot.classifier import BIG_BOT, TfidfModel, cache_path
+from bot.classifier import BIG, BIG_BOT, TfidfModel, cache_path
 from bot.config import IntentDef, IntentsConfig, RouterSettings
+from bot.crossval import cross_validate
 from bot.errors import ConfigErrors
 from bot.loader import load
 from bot.router import Router
+from bot.word_vectors import (HEAD_WEIGHT, HEAD_WORDS, MIN_KNOWN_SHARE, TABLE, TABLE_SHA256, WEIGHT, VectorBlock,
+                              WordVectors, basic_words, known_share, load_table, table_digest)
 from botdata import MINIMAL
-from bot.word_vectors import (HEAD_WEIGHT, HEAD_WORDS, TABLE, TABLE_SHA256, WEIGHT, VectorBlock, WordVectors,
-                              basic_words, load_table, table_digest)
 
 TOPICS = {  # a bot with more than BIG_BOT examples, made from a few words per intent
     "weather": ["weather", "rain", "forecast", "sunny"], "music": ["song", "music", "playlist", "album"],
@@ -99,6 +100,24 @@ def test_big_bots_use_the_vectors_and_small_ones_do_not(tmp_path: Path) -> None:
     assert np.array_equal(again.predict_proba(["book me a hotel"]), big.predict_proba(["book me a hotel"]))
 
 
+GERMAN = {"wetter": ["wetter", "regen", "vorhersage", "sonnig"], "musik": ["lied", "musik", "wiedergabeliste"],
+          "essen": ["rezept", "abendessen", "kochen", "mahlzeit"], "reise": ["flug", "reise", "hotel", "fahrkarte"]}
+GERMAN_FRAMES = ["erzähl mir etwas über {}", "ich brauche hilfe mit meinem {}", "wie ist das {} heute",
+                 "zeig mir bitte {}", "kannst du {} für mich finden", "gibt es neuigkeiten zu {}",
+                 "ich möchte jetzt {}", "wo finde ich {}", "{} für morgen bitte", "gib mir die details zu {}"]
+
+
+def test_auto_leaves_the_vectors_out_of_a_big_bot_in_another_language() -> None:
+    texts = [f"{frame.format(word)} {k}" for words in GERMAN.values() for k in range(20)
+             for frame in GERMAN_FRAMES for word in words]
+    labels = [intent for intent, words in GERMAN.items() for _ in range(20 * len(GERMAN_FRAMES) * len(words))]
+    assert len(texts) == len(labels) > BIG_BOT
+    assert known_share(texts) < MIN_KNOWN_SHARE <= known_share(big_bot_texts(copies=1)[0])
+    german = TfidfModel(texts, labels)
+    assert german.vectors is None and german.profile is BIG  # the English table would be noise here
+    assert TfidfModel(texts, labels, vectors=True).vectors is not None
+
+
 def test_vectors_carry_a_word_the_bot_never_saw() -> None:
     texts, labels = big_bot_texts(copies=1)
     with_vectors = TfidfModel(texts, labels, vectors=True)
@@ -162,3 +181,21 @@ def test_the_table_reads_with_numpy_alone(tmp_path: Path) -> None:
     table = WordVectors(TABLE)
     assert table.vectors.dtype == np.int8 and table.scales.dtype == np.float32
     assert len(table.ids) == table.vectors.shape[0] > 20_000
+
+
+def test_evaluate_decides_auto_on_the_whole_bot(monkeypatch: pytest.MonkeyPatch) -> None:
+    texts, labels = big_bot_texts(copies=8)  # over BIG_BOT; half of it, a fold's training set, is not
+    assert len(texts) > BIG_BOT >= len(texts) // 2
+    intents = {name: IntentDef(name, tuple(t for t, l in zip(texts, labels) if l == name)) for name in TOPICS}
+    config = IntentsConfig(intents=intents, entities={}, router=RouterSettings(threshold=0.3))
+    with_vectors: list[bool] = []
+    build = Router.__init__
+
+    def spy(self: Router, *args: object, **kwargs: object) -> None:
+        build(self, *args, **kwargs)  # type: ignore[arg-type]
+        with_vectors.append(self.model.vectors is not None)  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(Router, "__init__", spy)
+    report = cross_validate(config, folds=2)
+    assert with_vectors == [True, True] and len(report.outcomes) == len(set(texts))
+
