@@ -81,7 +81,7 @@ class Bot:
     def __init__(self, config: Config, actions: ActionRegistry, *, store: Any = None, llm: Any = None,
                  router: Any = None, action_timeout: float = DEFAULT_ACTION_TIMEOUT,
                  cache_dir: Path | None = None, env: Mapping[str, str] | None = None,
-                 action_pool: ThreadPoolExecutor | None = None) -> None:
+                 action_pool: ThreadPoolExecutor | None = None, handoff_spool: Path | None = None) -> None:
         from .router import Router
         from .store import MemoryStore
 
@@ -97,7 +97,7 @@ class Bot:
         # Slot answers are read with the router's own extractor (built once, with its compiled tables).
         self.engine = Engine(config, self.run_action, self.router.extractor.extract)
         self.turns = TurnRunner(self)
-        self.handoffs = notifier_for(self.env)  # None without BOT_HANDOFF_EMAIL or BOT_HANDOFF_WEBHOOK
+        self.handoffs = notifier_for(self.env, handoff_spool)  # None without BOT_HANDOFF_EMAIL or _WEBHOOK
         if self.handoffs is None:
             _warn_unannounced_handoffs(self.engine)
         self.redactor = Redactor(config.privacy)
@@ -121,6 +121,7 @@ class Bot:
         root = Path(path).resolve()
         cache = Path(env["BOT_CACHE_DIR"]) if env.get("BOT_CACHE_DIR") else root / "var" / "cache"
         kwargs.setdefault("cache_dir", cache)
+        kwargs.setdefault("handoff_spool", root / "var" / "handoffs")  # BOT_HANDOFF_SPOOL wins
         actions = ActionRegistry()
         kept, opened = None, store is None
         store = open_store(env.get("BOT_STORE"), root=root) if store is None else store

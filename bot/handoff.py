@@ -12,6 +12,11 @@ again only where it can help (webhook: 5xx, 408, 429, network; e-mail: 4xx, netw
 after a refusal (another 4xx or a redirect, which is not followed: a POST redirected becomes a
 GET without its body; an SMTP 5xx). Events go one at a time. Every try of one event carries the
 same delivery id (``X-Hybridbot-Delivery``), so a receiver can drop repeats.
+
+With a spool (``bot/handoff_spool.py``; ``BOT_HANDOFF_SPOOL``, by default ``<bot>/var/handoffs``)
+every event is on disk before it is queued: events of a worker that stopped are sent by the
+next process to sweep, and an event whose tries all failed is tried again every
+``RETRY_AFTER`` seconds for up to a day, with the same delivery id.
 """
 from __future__ import annotations
 
@@ -22,16 +27,19 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
+from pathlib import Path
 from datetime import datetime, timezone
 from typing import Any, Callable
 
 from .handoff_channels import Channel, channels_from, settings
+from .handoff_spool import RETRY_AFTER, SWEEP_SECONDS, Held, Spool
 
 log = logging.getLogger(__name__)
 
 ATTEMPTS = 4
 BACKOFF = (1.0, 5.0, 25.0)   # seconds before the 2nd, 3rd and 4th try
 QUEUE_SIZE = 1000            # handoffs waiting for delivery; more are dropped (and logged)
+HELD = 100                   # with a spool, events queued per channel (each holds a file); more wait on disk
 RECENT_TURNS = 10            # turns of the conversation sent with the event
 EXIT_WAIT = 5.0              # seconds a stopping process waits for events still queued
 
@@ -62,32 +70,89 @@ class Notifier:
     """
 
     def __init__(self, channels: list[Channel], *, on_result: Callable[[str, str], None] | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, spool: Spool | None = None,
+                 sweep_every: float = SWEEP_SECONDS) -> None:
         self.channels = channels
         self.on_result = on_result or (lambda channel, outcome: None)
         self.sleep = sleep
-        self._queues = {channel.name: queue.Queue(QUEUE_SIZE) for channel in channels}
+        self.spool = spool
+        size = HELD if spool is not None else QUEUE_SIZE
+        self._queues: dict[str, queue.Queue[tuple[str, Mapping[str, Any], Held | None]]] = {
+            channel.name: queue.Queue(size) for channel in channels}
         self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._sweep_every = sweep_every
+        self._sweeper: threading.Thread | None = None
+        self._ensure_sweeper()  # at start: a stopped worker's events; then every sweep_every seconds
+
+    def _ensure_sweeper(self) -> None:
+        """Start the sweeper thread if there is a spool and it is not running (a fork does not copy threads)."""
+        if self.spool is None or self._stopped.is_set() or (self._sweeper is not None and self._sweeper.is_alive()):
+            return
+        self._sweeper = threading.Thread(target=self._sweep_forever, args=(self._sweep_every,), daemon=True,
+                                         name="hybridbot-handoff-sweep")
+        self._sweeper.start()
 
     def notify(self, payload: Mapping[str, Any]) -> None:
-        """Queue one event for every channel; returns at once. A full queue drops it (logged)."""
+        """Queue one event for every channel (on disk first, with a spool); returns at once."""
         delivery = str(uuid.uuid4())
+        with self._lock:
+            self._ensure_sweeper()
         for channel in self.channels:
-            try:
-                self._queues[channel.name].put_nowait((delivery, payload))
-            except queue.Full:
+            held = None
+            if self.spool is not None:
+                try:
+                    held = self.spool.add(channel.name, delivery, payload)
+                except OSError as exc:
+                    log.error("handoff spool %s cannot take an event (%s); sending it from memory only",
+                              self.spool.directory, exc)
+            self._enqueue(channel, delivery, payload, held)
+
+    def _enqueue(self, channel: Channel, delivery: str, payload: Mapping[str, Any], held: Held | None) -> bool:
+        try:
+            self._queues[channel.name].put_nowait((delivery, payload, held))
+        except queue.Full:
+            if held is not None:
+                Spool.release(held)  # a later sweep sends it
+                log.warning("handoff of conversation %s waits in the spool: %d events are queued for %s",
+                            payload.get("conversation_id"), HELD, channel.name)
+            else:
                 log.error("handoff of conversation %s not sent by %s: %d handoffs already wait",
                           payload.get("conversation_id"), channel.name, QUEUE_SIZE)
                 self.on_result(channel.name, "failed")
-                continue
-            with self._lock:
-                thread = self._threads.get(channel.name)
-                if thread is None or not thread.is_alive():
-                    thread = threading.Thread(target=self._run, args=(channel,), daemon=True,
-                                              name=f"hybridbot-handoff-{channel.name}")
-                    self._threads[channel.name] = thread
-                    thread.start()
+            return False
+        with self._lock:
+            thread = self._threads.get(channel.name)
+            if thread is None or not thread.is_alive():
+                thread = threading.Thread(target=self._run, args=(channel,), daemon=True,
+                                          name=f"hybridbot-handoff-{channel.name}")
+                self._threads[channel.name] = thread
+                thread.start()
+        return True
+
+    def sweep(self) -> int:
+        """Queue the spool's due events that no process holds; returns how many."""
+        if self.spool is None:
+            return 0
+        taken = 0
+        for channel in self.channels:
+            room = HELD - self._queues[channel.name].qsize()
+            try:
+                for held in self.spool.due(channel.name, limit=max(room, 0)):
+                    taken += self._enqueue(channel, held.delivery, held.payload, held)
+            except OSError as exc:
+                log.error("cannot read the handoff spool %s: %s", self.spool.directory, exc)
+        return taken
+
+    def _sweep_forever(self, every: float) -> None:
+        while not self._stopped.is_set():
+            self.sweep()
+            self._stopped.wait(every)
+
+    def stop_sweeping(self) -> None:
+        """End the sweeper thread (tests; a process's notifier sweeps until it exits)."""
+        self._stopped.set()
 
     def pending(self) -> int:
         return sum(q.unfinished_tasks for q in self._queues.values())
@@ -103,25 +168,43 @@ class Notifier:
 
     def drain(self) -> None:
         """At process exit (a worker restart): give queued events EXIT_WAIT seconds, then say what is left."""
-        if not self.wait_idle(EXIT_WAIT):
+        self.stop_sweeping()
+        if self.wait_idle(EXIT_WAIT):
+            return
+        if self.spool is not None:
+            log.warning("%d handoff notification(s) wait in the spool %s; the next process to sweep it sends them",
+                        self.pending(), self.spool.directory)
+        else:
             log.error("%d handoff notification(s) not sent before this process stopped; GET /admin/handoffs "
                       "lists them", self.pending())
 
     def _run(self, channel: Channel) -> None:
         lane = self._queues[channel.name]
         while True:
-            delivery, payload = lane.get()
+            delivery, payload, held = lane.get()
             try:
-                outcome = "delivered" if self._deliver(channel, delivery, payload) else "failed"
-            except Exception:  # never let one bad event stop the thread
-                log.exception("handoff of conversation %s: delivery by %s crashed", payload.get("conversation_id"),
-                              channel.name)
-                outcome = "failed"
+                try:
+                    outcome = self._deliver(channel, delivery, payload, kept=held is not None)
+                except Exception:  # never let one bad event stop the thread
+                    log.exception("handoff of conversation %s: delivery by %s crashed",
+                                  payload.get("conversation_id"), channel.name)
+                    outcome = "failed"
+                if held is not None:
+                    if outcome == "deferred":
+                        Spool.release(held, time.time() + RETRY_AFTER)
+                    else:
+                        Spool.finish(held)
+                elif outcome == "deferred":
+                    outcome = "failed"
+            except OSError as exc:
+                log.error("handoff spool %s: %s", held.path if held else "", exc)
             finally:
                 lane.task_done()
             self.on_result(channel.name, outcome)
 
-    def _deliver(self, channel: Channel, delivery: str, payload: Mapping[str, Any]) -> bool:
+    def _deliver(self, channel: Channel, delivery: str, payload: Mapping[str, Any], *, kept: bool) -> str:
+        """``delivered``, ``failed`` (refused: never tried again) or ``deferred`` (every try failed in a
+        way that may pass)."""
         cid = payload.get("conversation_id")
         for attempt in range(ATTEMPTS):
             if attempt:
@@ -129,28 +212,39 @@ class Notifier:
             problem = channel.send(payload, delivery)
             if problem is None:
                 log.info("handoff of conversation %s delivered by %s to %s", cid, channel.name, channel.where)
-                return True
+                return "delivered"
             log.warning("handoff of conversation %s: %s try %d of %d to %s failed: %s", cid, channel.name,
                         attempt + 1, ATTEMPTS, channel.where, problem)
             if not channel.retry(problem):
-                break
-        log.error("handoff of conversation %s was not delivered by %s to %s; it is listed at GET /admin/handoffs",
-                  cid, channel.name, channel.where)
-        return False
+                log.error("handoff of conversation %s was refused by %s at %s; it is listed at GET /admin/handoffs",
+                          cid, channel.name, channel.where)
+                return "failed"
+        if kept:
+            log.error("handoff of conversation %s not yet delivered by %s to %s; trying again in %.0f minutes",
+                      cid, channel.name, channel.where, RETRY_AFTER / 60)
+        else:
+            log.error("handoff of conversation %s was not delivered by %s to %s; it is listed at GET /admin/handoffs",
+                      cid, channel.name, channel.where)
+        return "deferred"
 
 
 _NOTIFIERS: dict[tuple[tuple[str, str], ...], Notifier] = {}
 _NOTIFIERS_LOCK = threading.Lock()
 
 
-def notifier_for(env: Mapping[str, str]) -> Notifier | None:
+def notifier_for(env: Mapping[str, str], spool_dir: Path | None = None) -> Notifier | None:
     """The process's notifier for the channels ``env`` configures (shared by the bots a reload
     makes, so queued events survive it), or None without any.
+
+    ``BOT_HANDOFF_SPOOL`` names the spool directory, else ``spool_dir`` (``Bot.load`` gives
+    ``<bot>/var/handoffs``); without either, events live in memory only. A spool that cannot be
+    made is logged, and events then live in memory only.
 
     Raises:
         ValueError: a channel setting is malformed (the message names the variable).
     """
-    key = settings(env)
+    spool_path = Path(env["BOT_HANDOFF_SPOOL"]) if env.get("BOT_HANDOFF_SPOOL") else spool_dir
+    key = (*settings(env), ("spool", str(spool_path or "")))
     with _NOTIFIERS_LOCK:
         if key not in _NOTIFIERS:
             channels = channels_from(dict(key))
@@ -158,6 +252,13 @@ def notifier_for(env: Mapping[str, str]) -> Notifier | None:
                 return None
             from .metrics import observe_handoff_delivery
 
-            notifier = _NOTIFIERS[key] = Notifier(channels, on_result=observe_handoff_delivery)
+            spool = None
+            if spool_path is not None:
+                try:
+                    spool = Spool(spool_path)
+                except OSError as exc:
+                    log.error("cannot use %s as the handoff spool (%s); handoff notifications live in memory "
+                              "only (set BOT_HANDOFF_SPOOL to a writable directory)", spool_path, exc)
+            notifier = _NOTIFIERS[key] = Notifier(channels, on_result=observe_handoff_delivery, spool=spool)
             atexit.register(notifier.drain)
         return _NOTIFIERS[key]

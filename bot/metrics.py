@@ -181,9 +181,10 @@ def observe_feedback(rating: str) -> None:
 
 
 def observe_handoff_delivery(channel: str, outcome: str) -> None:
-    """Count one handoff event sent by ``channel``: ``delivered`` or ``failed``."""
+    """Count one handoff event sent by ``channel``: ``delivered``, ``failed`` (refused, or given up), or
+    ``deferred`` (every try failed; the spool tries again later)."""
     default_metrics().handoff_notifications.labels(
-        channel=channel, outcome=outcome if outcome in ("delivered", "failed") else "other").inc()
+        channel=channel, outcome=outcome if outcome in ("delivered", "failed", "deferred") else "other").inc()
 
 
 def init_app(app: "Flask", metrics: Metrics | None = None) -> Metrics:

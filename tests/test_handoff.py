@@ -93,7 +93,8 @@ def talk(bot: Bot, *messages: str) -> tuple[str, Any]:
 
 
 def demo(env: dict[str, str]) -> Bot:
-    return Bot.from_path(ROOT, store=MemoryStore(), env=env)
+    """The demo bot with events in memory only (tests/test_handoff_spool.py covers the spool)."""
+    return Bot.from_path(ROOT, store=MemoryStore(), env=env, handoff_spool=None)
 
 
 def counter(name: str, **labels: str) -> float:
