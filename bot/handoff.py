@@ -21,6 +21,7 @@ next process to sweep, and an event whose tries all failed is tried again every
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import queue
 import threading
@@ -138,8 +139,9 @@ class Notifier:
         taken = 0
         for channel in self.channels:
             room = HELD - self._queues[channel.name].qsize()
+            given_up = functools.partial(self.on_result, channel.name, "failed")  # an event a day old
             try:
-                for held in self.spool.due(channel.name, limit=max(room, 0)):
+                for held in self.spool.due(channel.name, limit=max(room, 0), expired=lambda _: given_up()):
                     taken += self._enqueue(channel, held.delivery, held.payload, held)
             except OSError as exc:
                 log.error("cannot read the handoff spool %s: %s", self.spool.directory, exc)

@@ -21,7 +21,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ class Spool:
             fcntl.flock(fd, fcntl.LOCK_EX)
             path = lane / f"{delivery}.json"
             os.replace(tmp, path)
+            _sync_dir(lane)
         except BaseException:
             os.close(fd)
             tmp.unlink(missing_ok=True)
@@ -83,20 +84,26 @@ class Spool:
     def release(held: Held, next_try: float = 0.0) -> None:
         """Leave the event for a later sweep (any process's), not before ``next_try`` (epoch seconds)."""
         try:
-            if next_try:
+            if next_try:  # a new file over the old one: a crash leaves one or the other, never half
                 record = {"delivery": held.delivery, "created": held.created, "next_try": next_try,
                           "payload": held.payload}
-                data = json.dumps(record, ensure_ascii=False, default=str).encode()
-                os.ftruncate(held.fd, 0)
-                os.pwrite(held.fd, data, 0)
-                os.fsync(held.fd)
+                tmp = held.path.with_name(f".{held.delivery}.tmp")
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                try:
+                    os.write(fd, json.dumps(record, ensure_ascii=False, default=str).encode())
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.replace(tmp, held.path)
         finally:
             os.close(held.fd)
 
-    def due(self, channel: str, now: float | None = None, limit: int = 100) -> Iterator[Held]:
+    def due(self, channel: str, now: float | None = None, limit: int = 100,
+            expired: Callable[[Held], None] | None = None) -> Iterator[Held]:
         """Events of ``channel`` that no process holds and whose next try is due, locked for this one.
 
-        Events older than MAX_AGE are given up here (logged as errors, file removed).
+        Events older than MAX_AGE are given up here (logged as errors, passed to ``expired``, file
+        removed).
         """
         now = time.time() if now is None else now
         taken = 0
@@ -110,6 +117,8 @@ class Spool:
                 log.error("handoff of conversation %s was not delivered by %s within %.0f hours; giving up "
                           "(GET /admin/handoffs lists it)", held.payload.get("conversation_id"), channel,
                           MAX_AGE / 3600)
+                if expired is not None:
+                    expired(held)
                 self.finish(held)
                 continue
             if held.next_try > now:
@@ -143,3 +152,12 @@ class Spool:
             os.replace(path, path.with_suffix(".bad"))
             os.close(fd)
             return None
+
+
+def _sync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` survive a power cut."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -193,9 +193,12 @@ def test_an_event_older_than_a_day_is_given_up(tmp_path: Path, caplog: pytest.Lo
     spool = Spool(tmp_path / "spool")
     held = spool.add("webhook", "d-3", EVENT)
     Spool.release(held)
+    given_up: list[str] = []
     with caplog.at_level(logging.ERROR, logger="bot.handoff_spool"):
-        assert list(spool.due("webhook", now=held.created + MAX_AGE + 1)) == []
+        late = held.created + MAX_AGE + 1
+        assert list(spool.due("webhook", now=late, expired=lambda h: given_up.append(h.delivery))) == []
     assert files(tmp_path / "spool") == [] and "c-1" in caplog.text and "giving up" in caplog.text
+    assert given_up == ["d-3"]  # the notifier counts it as failed
 
 
 def test_a_damaged_file_is_moved_aside(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
