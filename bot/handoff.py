@@ -21,6 +21,8 @@ next process to sweep, and an event whose tries all failed is tried again every
 from __future__ import annotations
 
 import atexit
+import os
+import weakref
 import functools
 import logging
 import queue
@@ -77,15 +79,34 @@ class Notifier:
         self.on_result = on_result or (lambda channel, outcome: None)
         self.sleep = sleep
         self.spool = spool
-        size = HELD if spool is not None else QUEUE_SIZE
+        self._sweep_every = sweep_every
+        self._fresh_state()
+        self._ensure_sweeper()  # at start: a stopped worker's events; then every sweep_every seconds
+        this = weakref.WeakMethod(self._after_fork)
+        os.register_at_fork(after_in_child=lambda: (method := this()) is not None and method())
+
+    def _fresh_state(self) -> None:
+        size = HELD if self.spool is not None else QUEUE_SIZE
         self._queues: dict[str, queue.Queue[tuple[str, Mapping[str, Any], Held | None]]] = {
-            channel.name: queue.Queue(size) for channel in channels}
+            channel.name: queue.Queue(size) for channel in self.channels}
         self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
         self._stopped = threading.Event()
-        self._sweep_every = sweep_every
         self._sweeper: threading.Thread | None = None
-        self._ensure_sweeper()  # at start: a stopped worker's events; then every sweep_every seconds
+        self._sending: dict[str, Held] = {}  # per channel: the event its thread works on
+
+    def _after_fork(self) -> None:
+        """In a forked child (gunicorn --preload): the parent's queued and in-flight events stay the
+        parent's. The child closes its copies of their files (the parent keeps the locks), and starts
+        afresh: no threads were copied, and a lock copied while held would never be released."""
+        if self.spool is not None:
+            for lane in self._queues.values():
+                for _, _, held in list(lane.queue):
+                    if held is not None:
+                        os.close(held.fd)
+            for held in list(self._sending.values()):
+                os.close(held.fd)
+        self._fresh_state()
 
     def _ensure_sweeper(self) -> None:
         """Start the sweeper thread if there is a spool and it is not running (a fork does not copy threads)."""
@@ -111,6 +132,13 @@ class Notifier:
             self._enqueue(channel, delivery, payload, held)
 
     def _enqueue(self, channel: Channel, delivery: str, payload: Mapping[str, Any], held: Held | None) -> bool:
+        with self._lock:  # the thread first: a full queue must have someone emptying it
+            thread = self._threads.get(channel.name)
+            if thread is None or not thread.is_alive():
+                thread = threading.Thread(target=self._run, args=(channel,), daemon=True,
+                                          name=f"hybridbot-handoff-{channel.name}")
+                self._threads[channel.name] = thread
+                thread.start()
         try:
             self._queues[channel.name].put_nowait((delivery, payload, held))
         except queue.Full:
@@ -123,13 +151,6 @@ class Notifier:
                           payload.get("conversation_id"), channel.name, QUEUE_SIZE)
                 self.on_result(channel.name, "failed")
             return False
-        with self._lock:
-            thread = self._threads.get(channel.name)
-            if thread is None or not thread.is_alive():
-                thread = threading.Thread(target=self._run, args=(channel,), daemon=True,
-                                          name=f"hybridbot-handoff-{channel.name}")
-                self._threads[channel.name] = thread
-                thread.start()
         return True
 
     def sweep(self) -> int:
@@ -148,9 +169,13 @@ class Notifier:
         return taken
 
     def _sweep_forever(self, every: float) -> None:
-        while not self._stopped.is_set():
-            self.sweep()
-            self._stopped.wait(every)
+        stopped = self._stopped
+        while not stopped.is_set():
+            try:
+                self.sweep()
+            except Exception:  # the sweeper must outlive any one bad sweep
+                log.exception("sweeping the handoff spool failed")
+            stopped.wait(every)
 
     def stop_sweeping(self) -> None:
         """End the sweeper thread (tests; a process's notifier sweeps until it exits)."""
@@ -184,6 +209,8 @@ class Notifier:
         lane = self._queues[channel.name]
         while True:
             delivery, payload, held = lane.get()
+            if held is not None:
+                self._sending[channel.name] = held
             try:
                 try:
                     outcome = self._deliver(channel, delivery, payload, kept=held is not None)
@@ -191,18 +218,34 @@ class Notifier:
                     log.exception("handoff of conversation %s: delivery by %s crashed",
                                   payload.get("conversation_id"), channel.name)
                     outcome = "failed"
-                if held is not None:
-                    if outcome == "deferred":
-                        Spool.release(held, time.time() + RETRY_AFTER)
-                    else:
-                        Spool.finish(held)
-                elif outcome == "deferred":
+                if held is None and outcome == "deferred":
                     outcome = "failed"
-            except OSError as exc:
-                log.error("handoff spool %s: %s", held.path if held else "", exc)
+                elif held is not None:
+                    outcome = self._settle(held, outcome, payload)
             finally:
+                self._sending.pop(channel.name, None)
                 lane.task_done()
-            self.on_result(channel.name, outcome)
+            try:
+                self.on_result(channel.name, outcome)
+            except Exception:
+                log.exception("counting a handoff outcome failed")
+
+    @staticmethod
+    def _settle(held: Held, outcome: str, payload: Mapping[str, Any]) -> str:
+        """Remove the event's file, or keep it for a later round; the outcome to count."""
+        try:
+            if outcome == "deferred":
+                Spool.release(held, time.time() + RETRY_AFTER)
+            else:
+                Spool.finish(held)
+            return outcome
+        except OSError as exc:
+            if outcome != "deferred":
+                log.error("handoff spool file %s could not be removed (%s); it may be sent again", held.path, exc)
+                return outcome
+            log.error("handoff of conversation %s is lost: the spool cannot keep it for later (%s)",
+                      payload.get("conversation_id"), exc)
+            return "failed"
 
     def _deliver(self, channel: Channel, delivery: str, payload: Mapping[str, Any], *, kept: bool) -> str:
         """``delivered``, ``failed`` (refused: never tried again) or ``deferred`` (every try failed in a

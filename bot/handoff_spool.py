@@ -18,6 +18,7 @@ import fcntl
 import json
 import logging
 import os
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,10 +49,12 @@ class Spool:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise PermissionError(f"{directory} is not writable")
 
     def _lane(self, channel: str) -> Path:
         lane = self.directory / channel
-        lane.mkdir(mode=0o700, exist_ok=True)
+        lane.mkdir(mode=0o700, parents=True, exist_ok=True)  # parents: the spool may have been removed
         return lane
 
     def add(self, channel: str, delivery: str, payload: Mapping[str, Any]) -> Held:
@@ -77,8 +80,10 @@ class Spool:
     @staticmethod
     def finish(held: Held) -> None:
         """Delivered or refused: the file goes."""
-        held.path.unlink(missing_ok=True)
-        os.close(held.fd)
+        try:
+            held.path.unlink(missing_ok=True)
+        finally:
+            os.close(held.fd)
 
     @staticmethod
     def release(held: Held, next_try: float = 0.0) -> None:
@@ -102,14 +107,15 @@ class Spool:
             expired: Callable[[Held], None] | None = None) -> Iterator[Held]:
         """Events of ``channel`` that no process holds and whose next try is due, locked for this one.
 
-        Events older than MAX_AGE are given up here (logged as errors, passed to ``expired``, file
-        removed).
+        At most ``limit`` are handed out, but every file is looked at: events older than MAX_AGE
+        are given up (logged as errors, passed to ``expired``, file removed) and temp files an
+        interrupted write left behind for an hour are removed.
         """
         now = time.time() if now is None else now
+        lane = self._lane(channel)
+        self._clear_temp_files(lane, now)
         taken = 0
-        for path in sorted(self._lane(channel).glob("*.json")):
-            if taken >= limit:
-                return
+        for path in sorted(lane.glob("*.json")):
             held = self._take(path)
             if held is None:
                 continue
@@ -117,39 +123,59 @@ class Spool:
                 log.error("handoff of conversation %s was not delivered by %s within %.0f hours; giving up "
                           "(GET /admin/handoffs lists it)", held.payload.get("conversation_id"), channel,
                           MAX_AGE / 3600)
-                if expired is not None:
-                    expired(held)
-                self.finish(held)
+                try:
+                    if expired is not None:
+                        expired(held)
+                finally:
+                    self.finish(held)
                 continue
-            if held.next_try > now:
+            if held.next_try > now or taken >= limit:
                 os.close(held.fd)
                 continue
             taken += 1
             yield held
 
     @staticmethod
+    def _clear_temp_files(lane: Path, now: float) -> None:
+        for tmp in lane.glob(".*.tmp"):
+            try:
+                if now - tmp.stat().st_mtime > 3600:
+                    fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW)
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a live ``add`` holds its temp file
+                        tmp.unlink()
+                    finally:
+                        os.close(fd)
+            except OSError:
+                continue
+
+    @staticmethod
     def _take(path: Path) -> Held | None:
+        """The event in ``path`` locked for this process, or None: gone, held elsewhere, or not an event
+        (set aside as ``.bad`` when it can be)."""
         try:
-            fd = os.open(path, os.O_RDWR)
+            fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
         except FileNotFoundError:
             return None  # delivered meanwhile
+        except OSError as exc:  # a directory, a symbolic link, no permission...
+            log.error("handoff spool file %s cannot be opened (%s); moved aside", path, exc)
+            _set_aside(path)
+            return None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            info = os.fstat(fd)
+            if info.st_nlink == 0 or not stat.S_ISREG(info.st_mode):  # finished meanwhile / not a file
+                os.close(fd)
+                return None
+            record = json.loads(os.pread(fd, info.st_size, 0))
+            return Held(path, fd, str(record["delivery"]), dict(record["payload"]), float(record["created"]),
+                        float(record.get("next_try") or 0.0))
         except BlockingIOError:
             os.close(fd)
             return None  # a live process works on it
-        try:
-            if os.fstat(fd).st_nlink == 0:  # finished between our open and our lock
-                raise FileNotFoundError(path)
-            record = json.loads(os.pread(fd, os.fstat(fd).st_size, 0))
-            return Held(path, fd, str(record["delivery"]), dict(record["payload"]), float(record["created"]),
-                        float(record.get("next_try") or 0.0))
-        except FileNotFoundError:
-            os.close(fd)
-            return None
-        except (ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             log.error("unreadable handoff spool file %s (%s); moved aside", path, exc)
-            os.replace(path, path.with_suffix(".bad"))
+            _set_aside(path)
             os.close(fd)
             return None
 
@@ -161,3 +187,11 @@ def _sync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _set_aside(path: Path) -> None:
+    """Rename ``path`` to ``*.bad`` so sweeps stop tripping over it (an operator can look at it)."""
+    try:
+        os.replace(path, path.with_suffix(".bad"))
+    except OSError as exc:
+        log.error("could not move %s aside: %s", path, exc)

@@ -35,6 +35,25 @@ def counter(outcome: str) -> float:
         "bot_handoff_notifications_total", {"channel": "webhook", "outcome": outcome}) or 0.0
 
 
+class Sender(Notifier):
+    """A notifier that keeps its own outcomes (the process-wide counters are shared with other tests)."""
+
+    outcomes: list[str]
+
+
+def spool_fds(spool: Path) -> list[str]:
+    """This process's open files inside the spool (none once every event is settled)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(spool)):
+            found.append(target)
+    return found
+
+
 def files(spool: Path) -> list[Path]:
     return sorted((spool / "webhook").glob("*.json"))
 
@@ -51,16 +70,14 @@ def notifiers() -> Iterator[list[Notifier]]:
         notifier.stop_sweeping()
 
 
-def notifier(made: list[Notifier], url: str, spool: Path, **options: object) -> Notifier:
-    made.append(Notifier(channels_from({"BOT_HANDOFF_WEBHOOK": url}), spool=Spool(spool),
-                         on_result=handoff_result, sleep=lambda s: None, **options))  # type: ignore[arg-type]
-    return made[-1]
-
-
-def handoff_result(channel: str, outcome: str) -> None:
-    from bot.metrics import observe_handoff_delivery
-
-    observe_handoff_delivery(channel, outcome)
+def notifier(made: list[Notifier], url: str, spool: Path, **options: object) -> Sender:
+    outcomes: list[str] = []
+    sender = Sender(channels_from({"BOT_HANDOFF_WEBHOOK": url}), spool=Spool(spool),
+                    on_result=lambda channel, outcome: outcomes.append(outcome), sleep=lambda s: None,
+                    **options)  # type: ignore[arg-type]
+    sender.outcomes = outcomes
+    made.append(sender)
+    return sender
 
 
 def wait_until(check: object, timeout: float = 10.0) -> None:
@@ -74,7 +91,6 @@ def test_an_event_is_on_disk_until_the_channel_takes_it(tmp_path: Path, notifier
     hold = threading.Event()
     hook = Hook(hold=hold)
     try:
-        delivered = counter("delivered")
         sender = notifier(notifiers, hook.url, tmp_path / "spool")
         sender.notify(EVENT)
         assert hook.arrived.wait(5)
@@ -84,7 +100,8 @@ def test_an_event_is_on_disk_until_the_channel_takes_it(tmp_path: Path, notifier
         assert json.loads(kept.read_text())["payload"] == EVENT  # unredacted: it is how staff reach the visitor
         hold.set()
         assert sender.wait_idle(5)
-        assert files(tmp_path / "spool") == [] and counter("delivered") == delivered + 1
+        wait_until(lambda: sender.outcomes == ["delivered"])
+        assert files(tmp_path / "spool") == [] and spool_fds(tmp_path / "spool") == []
     finally:
         hook.close()
 
@@ -127,13 +144,11 @@ def test_an_outage_longer_than_the_tries_delays_the_event_but_loses_nothing(
     monkeypatch.setattr(handoff, "RETRY_AFTER", 0.2)
     hook = Hook(statuses=[503] * handoff.ATTEMPTS + [204])
     try:
-        deferred, delivered = counter("deferred"), counter("delivered")
         sender = notifier(notifiers, hook.url, tmp_path / "spool", sweep_every=0.05)
         sender.notify(EVENT)
-        wait_until(lambda: len(hook.requests) == handoff.ATTEMPTS + 1 and not files(tmp_path / "spool"))
-        assert sender.wait_idle(5)
-        assert counter("deferred") == deferred + 1 and counter("delivered") == delivered + 1
-        assert len(set(delivery_ids(hook))) == 1
+        wait_until(lambda: sender.outcomes == ["deferred", "delivered"])
+        assert len(hook.requests) == handoff.ATTEMPTS + 1 and files(tmp_path / "spool") == []
+        assert len(set(delivery_ids(hook))) == 1 and spool_fds(tmp_path / "spool") == []
     finally:
         hook.close()
 
@@ -149,9 +164,10 @@ def test_more_events_than_the_queue_holds_wait_on_disk(tmp_path: Path, notifiers
             sender.notify({**EVENT, "conversation_id": f"c-{n}"})
         assert len(files(tmp_path / "spool")) == 4
         hold.set()
-        wait_until(lambda: not files(tmp_path / "spool"))
+        wait_until(lambda: len(sender.outcomes) == 4)
         sent = sorted(json.loads(body)["conversation_id"] for _, body in hook.requests)
-        assert sent == ["c-0", "c-1", "c-2", "c-3"]
+        assert sent == ["c-0", "c-1", "c-2", "c-3"] and sender.outcomes == ["delivered"] * 4
+        assert files(tmp_path / "spool") == [] and spool_fds(tmp_path / "spool") == []
     finally:
         hook.close()
 
@@ -159,11 +175,10 @@ def test_more_events_than_the_queue_holds_wait_on_disk(tmp_path: Path, notifiers
 def test_a_refused_event_is_not_kept(tmp_path: Path, notifiers: list[Notifier]) -> None:
     hook = Hook(statuses=[400])
     try:
-        failed = counter("failed")
         sender = notifier(notifiers, hook.url, tmp_path / "spool")
         sender.notify(EVENT)
-        wait_until(lambda: counter("failed") == failed + 1)
-        assert sender.wait_idle(5) and files(tmp_path / "spool") == [] and len(hook.requests) == 1
+        wait_until(lambda: sender.outcomes == ["failed"])
+        assert files(tmp_path / "spool") == [] and len(hook.requests) == 1 and spool_fds(tmp_path / "spool") == []
     finally:
         hook.close()
 
@@ -232,3 +247,81 @@ def test_a_spool_that_cannot_be_made_leaves_events_in_memory(tmp_path: Path, cap
         notifier_ = handoff.notifier_for(env)
     assert notifier_ is not None and notifier_.spool is None
     assert "BOT_HANDOFF_SPOOL" in caplog.text and os.fspath(blocker / "spool") in caplog.text
+
+
+def test_deferred_is_an_outcome_the_metrics_count() -> None:
+    from bot.metrics import observe_handoff_delivery
+
+    before = counter("deferred")
+    observe_handoff_delivery("webhook", "deferred")
+    assert counter("deferred") == before + 1
+
+
+def test_the_sweeper_outlives_a_bad_sweep_and_a_bad_file(tmp_path: Path, notifiers: list[Notifier],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    spool = Spool(tmp_path / "spool")
+    (tmp_path / "spool" / "webhook").mkdir()
+    (tmp_path / "spool" / "webhook" / "0-not-an-event.json").mkdir()  # sorts first; must not block the rest
+    Spool.release(spool.add("webhook", "d-5", EVENT))
+    calls = {"n": 0}
+    due = Spool.due
+
+    def flaky(self: Spool, *args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("a bug in one sweep")
+        return due(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Spool, "due", flaky)
+    hook = Hook()
+    try:
+        sender = notifier(notifiers, hook.url, tmp_path / "spool", sweep_every=0.05)
+        wait_until(lambda: sender.outcomes == ["delivered"])
+        assert delivery_ids(hook) == ["d-5"] and files(tmp_path / "spool") == []
+        assert (tmp_path / "spool" / "webhook" / "0-not-an-event.bad").is_dir()  # set aside, not swept again
+    finally:
+        hook.close()
+
+
+def test_a_forked_worker_leaves_the_parents_events_to_the_parent(tmp_path: Path) -> None:
+    sent_log = tmp_path / "sent.log"
+    gate = threading.Event()
+
+    class Slow:
+        name, where = "webhook", "test"
+
+        def send(self, payload: dict[str, object], delivery: str) -> None:
+            with sent_log.open("a") as fh:
+                fh.write(f"{os.getpid()} {payload['conversation_id']}\n")
+            gate.wait(10)
+
+        def retry(self, problem: str) -> bool:
+            return True
+
+    parent = Notifier([Slow()], spool=Spool(tmp_path / "spool"), sleep=lambda s: None)  # type: ignore[list-item]
+    try:
+        parent.notify({**EVENT, "conversation_id": "c-0"})  # in flight, held up by the gate
+        parent.notify({**EVENT, "conversation_id": "c-1"})  # queued behind it
+        wait_until(lambda: sent_log.exists())
+        child = os.fork()  # what gunicorn --preload does after the app is built
+        if child == 0:
+            code = 1
+            try:
+                inherited = parent._sending or any(q.qsize() for q in parent._queues.values())
+                gate.set()  # the child's copy
+                parent.notify({**EVENT, "conversation_id": "c-child"})
+                code = 0 if not inherited and parent.wait_idle(5) else 1
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        gate.set()
+        assert parent.wait_idle(5)
+        lines = [line.split() for line in sent_log.read_text().splitlines()]
+        by_parent = sorted(cid for pid, cid in lines if int(pid) == os.getpid())
+        by_child = [cid for pid, cid in lines if int(pid) == child]
+        assert by_parent == ["c-0", "c-1"] and by_child == ["c-child"]  # each event sent once, by one process
+        wait_until(lambda: not files(tmp_path / "spool"))
+    finally:
+        gate.set()
+        parent.stop_sweeping()
