@@ -225,8 +225,7 @@ class TfidfModel:
             norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel()) * self._example_norm
             sims = (x @ self.examples.T).toarray().max(axis=1) / np.maximum(norms, 1e-12)
             return np.clip(sims, 0.0, 1.0).reshape(-1, 1)  # cosine similarity to the nearest example
-        coef = self.coef[:x.shape[1]] if self.vectors is not None else self.coef
-        logits = np.asarray(x @ coef).astype(np.float64) + self.intercept  # float32 @ float32: no copy
+        logits = np.asarray(x @ self.coef[:x.shape[1]]).astype(np.float64) + self.intercept  # a view: no copy
         if self.vectors is not None:
             weights = self.coef[x.shape[1]:]
             for k, row in enumerate(self.vectors.matrix(texts)):  # a row at a time: the same bits alone or in a batch
@@ -260,8 +259,8 @@ def build_model(kind: str, texts: Sequence[str], labels: Sequence[str],
                 cache_dir: Path | None = None, word_vectors: bool | None = None) -> IntentModel:
     """Fit the classifier named ``kind`` (one of CLASSIFIERS) on labelled examples.
 
-    ``word_vectors`` adds the shipped word vectors to the TF-IDF classifier: None (auto) for bots
-    of more than BIG_BOT examples.
+    ``word_vectors`` adds the shipped word vectors to the TF-IDF classifier: None (auto) decides by
+    ``wants_vectors`` (more than BIG_BOT examples, in English).
     """
     if kind not in CLASSIFIERS:
         raise ConfigError("intents.yaml", 0, 0,

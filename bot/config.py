@@ -57,7 +57,7 @@ class RouterSettings:
     threshold: float = 0.45
     margin: float = 0.05
     classifier: str = "tfidf"
-    word_vectors: bool | None = None   # None: auto (bots over classifier.BIG_BOT examples)
+    word_vectors: bool | None = None   # None: auto (classifier.wants_vectors: big bots in English)
     llm_assist: bool = False
     llm_band: float = 0.15
     llm_max_tokens: int = 20

@@ -21,17 +21,16 @@ next process to sweep, and an event whose tries all failed is tried again every
 from __future__ import annotations
 
 import atexit
-import os
-import weakref
-import functools
 import logging
+import os
 import queue
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Mapping
-from pathlib import Path
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Callable
 
 from .handoff_channels import Channel, channels_from, settings
@@ -160,9 +159,12 @@ class Notifier:
         taken = 0
         for channel in self.channels:
             room = HELD - self._queues[channel.name].qsize()
-            given_up = functools.partial(self.on_result, channel.name, "failed")  # an event a day old
+
+            def given_up(_: Held, name: str = channel.name) -> None:  # an event a day old
+                self.on_result(name, "failed")
+
             try:
-                for held in self.spool.due(channel.name, limit=max(room, 0), expired=lambda _: given_up()):
+                for held in self.spool.due(channel.name, limit=max(room, 0), expired=given_up):
                     taken += self._enqueue(channel, held.delivery, held.payload, held)
             except OSError as exc:
                 log.error("cannot read the handoff spool %s: %s", self.spool.directory, exc)

@@ -61,11 +61,10 @@ class Spool:
         """Write the event and lock it for this process (it is locked before it has its name)."""
         lane = self._lane(channel)
         created = time.time()
-        record = {"delivery": delivery, "created": created, "next_try": 0.0, "payload": payload}
         tmp = lane / f".{delivery}.tmp"
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.write(fd, json.dumps(record, ensure_ascii=False, default=str).encode())
+            os.write(fd, _encoded(delivery, created, 0.0, payload))
             os.fsync(fd)
             fcntl.flock(fd, fcntl.LOCK_EX)
             path = lane / f"{delivery}.json"
@@ -90,16 +89,15 @@ class Spool:
         """Leave the event for a later sweep (any process's), not before ``next_try`` (epoch seconds)."""
         try:
             if next_try:  # a new file over the old one: a crash leaves one or the other, never half
-                record = {"delivery": held.delivery, "created": held.created, "next_try": next_try,
-                          "payload": held.payload}
                 tmp = held.path.with_name(f".{held.delivery}.tmp")
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                 try:
-                    os.write(fd, json.dumps(record, ensure_ascii=False, default=str).encode())
+                    os.write(fd, _encoded(held.delivery, held.created, next_try, held.payload))
                     os.fsync(fd)
                 finally:
                     os.close(fd)
                 os.replace(tmp, held.path)
+                _sync_dir(held.path.parent)
         finally:
             os.close(held.fd)
 
@@ -178,6 +176,12 @@ class Spool:
             _set_aside(path)
             os.close(fd)
             return None
+
+
+def _encoded(delivery: str, created: float, next_try: float, payload: Mapping[str, Any]) -> bytes:
+    """An event's file content (``Spool._take`` reads it back)."""
+    record = {"delivery": delivery, "created": created, "next_try": next_try, "payload": payload}
+    return json.dumps(record, ensure_ascii=False, default=str).encode()
 
 
 def _sync_dir(directory: Path) -> None:
